@@ -1,0 +1,125 @@
+"""Settings: one TOML file plus MONITOR_* environment overrides, validated once at start.
+
+Precedence: defaults < TOML file (--config, MONITOR_CONFIG, or the XDG config file if present)
+< environment (MONITOR_<SECTION>_<KEY>, e.g. MONITOR_MATCH_TENSOR_AGREEMENT) < command-line
+flags (--db). Unknown keys are errors, so a typo never silently falls back to a default. Every key
+is documented in config/monitor.example.toml (a test keeps the two in step).
+
+Secrets (tokens, webhook URLs, routing keys) are never config-file values: `read_secret` takes
+them from the environment or from a file named by `<NAME>_FILE` (systemd LoadCredential,
+Kubernetes Secret volumes), and they are held as SecretStr so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from monitor.errors import ConfigError
+
+APP = "provenance-monitor"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback) / APP
+
+
+def default_db_path() -> Path:
+    """$XDG_DATA_HOME/provenance-monitor/registry.db (~/.local/share/... by default)."""
+    return _xdg("XDG_DATA_HOME", ".local/share") / "registry.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistrySettings(_Section):
+    path: Path | None = None  # None: default_db_path()
+    busy_timeout_s: float = Field(5.0, gt=0, le=600)
+
+
+class MatchSettings(_Section):
+    repackaged_coverage: float = Field(0.95, gt=0, le=1)
+    tensor_agreement: float = Field(0.5, gt=0, lt=1)
+    derivative_share: float = Field(0.5, gt=0, le=1)
+    min_agreeing_tensors: int = Field(2, ge=1)
+
+
+class ScanSettings(_Section):
+    record_events: bool = True
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Section):
+    registry: RegistrySettings = RegistrySettings()
+    match: MatchSettings = MatchSettings()
+    scan: ScanSettings = ScanSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def db_path(self) -> Path:
+        return self.registry.path or default_db_path()
+
+
+def load(config_path: Path | None = None, env: dict[str, str] | None = None,
+         db: Path | None = None) -> Settings:
+    """Validated settings; ConfigError names the key, the bad value and what is allowed."""
+    env = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    explicit = config_path or (Path(env["MONITOR_CONFIG"]) if env.get("MONITOR_CONFIG") else None)
+    path = explicit or _xdg("XDG_CONFIG_HOME", ".config") / "monitor.toml"
+    if explicit or path.is_file():
+        data = _read_toml(path)
+    for section, fields in _fields().items():
+        for key in fields:
+            value = env.get(f"MONITOR_{section}_{key}".upper())
+            if value is not None:
+                data.setdefault(section, {})[key] = value
+    if env.get("MONITOR_DB"):
+        data.setdefault("registry", {})["path"] = env["MONITOR_DB"]
+    if db is not None:
+        data.setdefault("registry", {})["path"] = str(db)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(key, err["input"], "unknown key (see config/monitor.example.toml)") from None
+        raise ConfigError(key, err["input"], err["msg"]) from None
+
+
+def _fields() -> dict[str, list[str]]:
+    return {name: list(f.annotation.model_fields)  # type: ignore[union-attr]
+            for name, f in Settings.model_fields.items()}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("--config", str(path), f"cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("--config", str(path), f"not valid TOML: {e}") from None
+
+
+def read_secret(name: str, env: dict[str, str] | None = None) -> SecretStr | None:
+    """A secret from $NAME, or from the file named by $NAME_FILE; None when neither is set."""
+    env = dict(os.environ if env is None else env)
+    if env.get(name):
+        return SecretStr(env[name])
+    if env.get(f"{name}_FILE"):
+        try:
+            return SecretStr(Path(env[f"{name}_FILE"]).read_text().strip())
+        except OSError as e:
+            raise ConfigError(f"{name}_FILE", env[f"{name}_FILE"], f"cannot read: {e.strerror}") from None
+    return None

@@ -1,0 +1,86 @@
+"""Config: every key documented, env overrides, errors that name the key, secrets kept secret."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from monitor import config
+from monitor.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "monitor.example.toml"
+
+
+def _documented_keys(text: str) -> set[str]:
+    """Keys of the example, counting commented-out `# key = value` lines as documented."""
+    keys, section = set(), ""
+    for raw in text.splitlines():
+        line = raw.lstrip("# ").strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif "=" in line and line.split("=")[0].strip().isidentifier() and section:
+            keys.add(f"{section}.{line.split('=')[0].strip()}")
+    return keys
+
+
+def test_every_setting_is_documented_in_the_example():
+    expected = {f"{s}.{k}" for s, f in config.Settings.model_fields.items()
+                for k in f.annotation.model_fields}
+    assert _documented_keys(EXAMPLE.read_text()) == expected
+
+
+def test_example_values_are_the_defaults():
+    loaded = config.load(EXAMPLE, env={})
+    assert loaded == config.Settings()
+    assert tomllib.loads(EXAMPLE.read_text())  # valid TOML
+
+
+def test_env_overrides_file_and_flag_overrides_env(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text('[match]\ntensor_agreement = 0.6\n[registry]\npath = "/from/file.db"\n')
+    s = config.load(f, env={"MONITOR_MATCH_TENSOR_AGREEMENT": "0.7", "MONITOR_DB": "/from/env.db"})
+    assert s.match.tensor_agreement == 0.7 and s.db_path == Path("/from/env.db")
+    assert config.load(f, env={"MONITOR_DB": "/e.db"}, db=Path("/flag.db")).db_path == Path("/flag.db")
+
+
+def test_default_db_is_under_xdg_data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert config.load(env={}).db_path == tmp_path / "provenance-monitor" / "registry.db"
+
+
+@pytest.mark.parametrize("toml,key", [
+    ("[match]\ntensor_agreement = 3\n", "match.tensor_agreement"),
+    ("[match]\ntensor_agrement = 0.5\n", "match.tensor_agrement"),
+    ("[log]\nlevel = 'loud'\n", "log.level"),
+    ("[nonsense]\nx = 1\n", "nonsense"),
+])
+def test_bad_values_name_the_key_and_value(tmp_path, toml, key):
+    f = tmp_path / "bad.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        config.load(f, env={})
+    assert e.value.key == key and "\n" not in str(e.value)
+
+
+def test_bad_env_value_is_an_error():
+    with pytest.raises(ConfigError, match="min_agreeing_tensors"):
+        config.load(env={"MONITOR_MATCH_MIN_AGREEING_TENSORS": "zero"})
+
+
+def test_unreadable_or_invalid_toml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml", env={})
+    (tmp_path / "x.toml").write_text("[[[")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(tmp_path / "x.toml", env={})
+
+
+def test_secrets_from_env_or_file_never_print(tmp_path):
+    (tmp_path / "tok").write_text("s3cret-from-file\n")
+    from_file = config.read_secret("HF_TOKEN", {"HF_TOKEN_FILE": str(tmp_path / "tok")})
+    assert from_file.get_secret_value() == "s3cret-from-file"
+    assert "s3cret" not in repr(from_file) and "s3cret" not in str(from_file)
+    assert config.read_secret("HF_TOKEN", {"HF_TOKEN": "abc"}).get_secret_value() == "abc"
+    assert config.read_secret("HF_TOKEN", {}) is None
