@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny real models built with torch, and the installed `monitor` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from monitor import derive
+
+MONITOR = shutil.which("monitor", path=str(Path(sys.executable).parent)) or "monitor"
+
+
+class TinyLM(torch.nn.Module):
+    """A two-block transformer-shaped model: embedding, attention and MLP matrices, norms."""
+
+    def __init__(self, vocab: int = 512, hidden: int = 64, ffn: int = 256, layers: int = 2) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.blocks = torch.nn.ModuleList()
+        for _ in range(layers):
+            block = torch.nn.ModuleDict({
+                "q": torch.nn.Linear(hidden, hidden), "k": torch.nn.Linear(hidden, hidden),
+                "v": torch.nn.Linear(hidden, hidden), "o": torch.nn.Linear(hidden, hidden),
+                "up": torch.nn.Linear(hidden, ffn), "down": torch.nn.Linear(ffn, hidden),
+                "norm": torch.nn.LayerNorm(hidden)})
+            self.blocks.append(block)
+        self.register_buffer("position_ids", torch.arange(128).unsqueeze(0))
+
+
+def tiny_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """Weights of a TinyLM initialised from `seed` (independent seeds = independent models)."""
+    torch.manual_seed(seed)
+    return {k: v.detach().clone() for k, v in TinyLM().state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def owned_sd() -> dict[str, torch.Tensor]:
+    return tiny_state_dict(0)
+
+
+@pytest.fixture()
+def owned_model(tmp_path: Path, owned_sd) -> Path:
+    return derive.save_safetensors(owned_sd, tmp_path / "owned" / "model.safetensors").parent
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "registry.db"
+
+
+def run_monitor(*args: str | Path, db: Path | None = None, env: dict | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the installed `monitor` entry point as a user would."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    cmd = [MONITOR, *(["--db", str(db)] if db else []), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)

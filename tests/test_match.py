@@ -1,0 +1,93 @@
+"""Verdicts on tiny real models: each copy a thief makes, and independent models that must not match."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from monitor import derive
+from monitor.match import Thresholds, judge
+from monitor.pipeline import fingerprint_path
+from monitor.records import ModelRecord, Verdict
+from tests.conftest import tiny_state_dict
+
+MODEL = ModelRecord(1, "owned", None, "/owned", "2026-01-01T00:00:00+00:00", 1, 1, 1)
+
+
+def _judge(owned: Path, suspect: Path):
+    return judge(MODEL, fingerprint_path(owned), fingerprint_path(suspect), Thresholds())
+
+
+def test_exact_copy_matches_by_file_digest(owned_model, tmp_path):
+    m = _judge(owned_model, owned_model / "model.safetensors")
+    assert m.verdict is Verdict.EXACT and m.score == 1.0
+    assert m.evidence["families"] == ["files"] and m.evidence["files_matched"] == "1/1"
+
+
+def test_renamed_and_resharded_copy_is_repackaged(owned_model, owned_sd, tmp_path):
+    suspect = derive.save_sharded(derive.rename(owned_sd, "model.backbone."), tmp_path / "s", 3)
+    m = _judge(owned_model, suspect)
+    assert m.verdict is Verdict.REPACKAGED and m.score == 1.0
+    pairs = {(t["model_tensor"], t["suspect_tensor"]) for t in m.evidence["tensors"]}
+    assert ("blocks.0.up.weight", "model.backbone.blocks.0.up.weight") in pairs
+
+
+def test_bin_conversion_is_repackaged_and_bin_registers_too(owned_model, owned_sd, tmp_path):
+    suspect = derive.save_bin(owned_sd, tmp_path / "conv" / "pytorch_model.bin")
+    assert _judge(owned_model, suspect).verdict is Verdict.REPACKAGED
+    assert _judge(suspect.parent, owned_model).verdict is Verdict.REPACKAGED
+
+
+@pytest.mark.parametrize("make", [
+    lambda sd: derive.cast(sd, torch.float16),
+    lambda sd: derive.cast(sd, torch.bfloat16),
+    derive.quantize_int8,
+    lambda sd: derive.perturb(derive.quantize_int8(sd), relative=0.2, seed=3),
+], ids=["fp16", "bf16", "int8", "int8+changed"])
+def test_changed_weights_are_derivative(owned_model, owned_sd, tmp_path, make):
+    suspect = derive.save_safetensors(make(owned_sd), tmp_path / "d" / "model.safetensors")
+    m = _judge(owned_model, suspect)
+    assert m.verdict is Verdict.DERIVATIVE
+    assert m.evidence["sketch"]["share"] == 1.0
+    assert min(t["correlation"] for t in m.evidence["sketch"]["tensors"]) > 0.9
+
+
+def test_partial_copy_reports_which_tensors_are_identical(owned_model, owned_sd, tmp_path):
+    other = tiny_state_dict(99)
+    mixed = {k: (owned_sd[k] if k.startswith("blocks.0.") else other[k]) for k in owned_sd}
+    m = _judge(owned_model, derive.save_safetensors(mixed, tmp_path / "p" / "model.safetensors"))
+    assert m.verdict is Verdict.DERIVATIVE
+    names = {t["model_tensor"] for t in m.evidence["identical_tensors"]["tensors"]}
+    assert names and all(n.startswith("blocks.0.") for n in names)
+
+
+def test_independent_models_never_match(tmp_path):
+    """Every pair of 8 independently seeded models of one architecture: no verdict at all."""
+    paths = [derive.save_safetensors(tiny_state_dict(seed), tmp_path / f"m{seed}" / "model.safetensors")
+             for seed in range(1, 9)]
+    fps = [fingerprint_path(p) for p in paths]
+    worst = 0.0
+    for a, b in itertools.permutations(range(len(fps)), 2):
+        m = judge(MODEL, fps[a], fps[b], Thresholds())
+        assert m is None, (a, b, m)
+    for a, b in itertools.combinations(fps, 2):
+        from monitor.fingerprint.sketch import compare
+        worst = max(worst, max(abs(x.correlation) for x in compare(a.sketch, b.sketch)))
+    assert worst < Thresholds().tensor_agreement / 2
+
+
+def test_shared_init_buffers_are_not_evidence(owned_model, owned_sd, tmp_path):
+    """Same LayerNorm ones, zero biases and position ids as ours, fresh matrices: no match."""
+    unrelated = derive.reinit_like(owned_sd, seed=5)
+    assert torch.equal(unrelated["position_ids"], owned_sd["position_ids"])
+    m = _judge(owned_model, derive.save_safetensors(unrelated, tmp_path / "u" / "model.safetensors"))
+    assert m is None
+
+
+def test_different_architecture_does_not_match(owned_model, tmp_path):
+    torch.manual_seed(0)
+    other = {"w": torch.randn(100, 30), "b": torch.randn(7, 9)}
+    assert _judge(owned_model, derive.save_safetensors(other, tmp_path / "x" / "m.safetensors")) is None
