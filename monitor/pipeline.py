@@ -1,0 +1,92 @@
+"""Orchestration of one unit of work: register a model, scan a suspect.
+
+Ties readers, fingerprints, the matcher and the registry together; it never prints or exits
+(the CLI does) and never names a concrete crawler or notifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor import fingerprint as fp
+from monitor.fingerprint import ModelFingerprint
+from monitor.formats.discover import open_weights
+from monitor.match import Thresholds, judge
+from monitor.records import EventRecord, Match, ModelRecord, NewEvent
+from monitor.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+"""Given a description and a total in bytes, returns an `advance(nbytes)` callback."""
+
+
+def _no_progress(_desc: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def fingerprint_path(path: Path, progress: ProgressFactory = _no_progress) -> ModelFingerprint:
+    """Open every weight file under `path` and fingerprint them as one model."""
+    with ExitStack() as stack:
+        readers = [stack.enter_context(r) for r in open_weights(path)]
+        return fp.fingerprint(readers, progress(f"fingerprinting {path.name}", fp.total_work(readers)))
+
+
+def register(registry: Registry, path: Path, *, name: str, owner: str | None, actor: str,
+             progress: ProgressFactory = _no_progress) -> ModelRecord:
+    """Fingerprint a model the user owns and store it, in one transaction."""
+    fingerprint = fingerprint_path(path, progress)
+    model = registry.add_model(name=name, owner=owner, source=str(path.resolve()),
+                               files=fingerprint.files, tensors=fingerprint.tensors,
+                               fingerprints=fingerprint.blobs(), actor=actor)
+    log.info("registered model", extra={"model": model.name, "model_id": model.id,
+                                        "tensors": model.n_tensors, "bytes": model.total_bytes})
+    return model
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one suspect matched, and the events those matches became."""
+
+    target: str
+    matches: tuple[Match, ...]
+    events: tuple[EventRecord, ...]
+
+
+def match_against_registry(registry: Registry, suspect: ModelFingerprint,
+                           thresholds: Thresholds) -> list[Match]:
+    """Judge the suspect against every registered model, strongest verdicts first."""
+    matches = []
+    for model in registry.list_models():
+        owned = ModelFingerprint.from_stored(registry.model_files(model.id),
+                                             registry.model_tensors(model.id),
+                                             registry.model_fingerprints(model.id))
+        m = judge(model, owned, suspect, thresholds)
+        if m is not None:
+            matches.append(m)
+    order = ["exact", "repackaged", "derivative"]
+    return sorted(matches, key=lambda m: (order.index(m.verdict.value), -m.score))
+
+
+def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str,
+         record_events: bool = True, channels: Sequence[str] = (),
+         progress: ProgressFactory = _no_progress) -> ScanResult:
+    """Fingerprint a local suspect, match it, and store every match as a detection event."""
+    suspect = fingerprint_path(target, progress)
+    matches = match_against_registry(registry, suspect, thresholds)
+    location = str(target.resolve())
+    for m in matches:
+        log.info("match", extra={"model": m.model_name, "location": location,
+                                 "verdict": m.verdict.value, "score": m.score})
+    events = []
+    if record_events:
+        for m in matches:
+            event, _created = registry.record_event(
+                NewEvent(m.model_id, m.model_name, location, m.verdict, m.score, m.confidence,
+                         m.p_value, m.evidence), actor=actor, channels=channels)
+            events.append(event)
+    return ScanResult(location, tuple(matches), tuple(events))
