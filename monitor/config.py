@@ -1,7 +1,7 @@
 """Settings: one TOML file plus MONITOR_* environment overrides, validated once at start.
 
 Precedence: defaults < TOML file (--config, MONITOR_CONFIG, or the XDG config file if present)
-< environment (MONITOR_<SECTION>_<KEY>, e.g. MONITOR_MATCH_TENSOR_AGREEMENT) < command-line
+< environment (MONITOR_<SECTION>_<KEY>, e.g. MONITOR_MATCH_P_VALUE_THRESHOLD) < command-line
 flags (--db). Unknown keys are errors, so a typo never silently falls back to a default. Every key
 is documented in config/monitor.example.toml (a test keeps the two in step).
 
@@ -44,9 +44,7 @@ class RegistrySettings(_Section):
 
 class MatchSettings(_Section):
     repackaged_coverage: float = Field(0.95, gt=0, le=1)
-    tensor_agreement: float = Field(0.5, gt=0, lt=1)
-    derivative_share: float = Field(0.5, gt=0, le=1)
-    min_agreeing_tensors: int = Field(2, ge=1)
+    p_value_threshold: float = Field(1e-6, gt=0, lt=1)
 
 
 class ScanSettings(_Section):

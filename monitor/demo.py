@@ -87,7 +87,7 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
         out.print(f"registered [bold]{model.name}[/] from {model_dir}: {model.n_tensors} tensors, "
                   f"{model.total_bytes / 1e6:.1f} MB  (registry {db})")
         suspects = make_suspects(model_dir, root)
-        table = Table("suspect", "expected", "verdict", "score", "evidence", "ok", title="Verdicts")
+        table = Table("suspect", "expected", "verdict", "score", "p-value", "evidence", "ok", title="Verdicts")
         wrong = 0
         for s in suspects:
             result = pipeline.scan(registry, s.path, thresholds=state.thresholds, actor="demo")
@@ -95,6 +95,7 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
             verdict = m.verdict.value if m else "none"
             wrong += verdict != s.expected
             table.add_row(s.label, s.expected, verdict, f"{m.score:.3f}" if m else "-",
+                          render.p_value_text(m) if m else "-",
                           render.evidence_summary(m.evidence) if m else "",
                           "yes" if verdict == s.expected else "[red]NO[/]")
         out.print(table)

@@ -4,23 +4,24 @@ Pure: takes fingerprints, returns `Match` records. Evidence is judged strongest 
 first family that decides wins:
 
 1. exact       a weight file with the same SHA-256 as one of the model's files;
-2. repackaged  (nearly) every non-constant tensor of the model found with identical values,
+2. repackaged  (nearly) every informative tensor of the model found with identical values,
                whatever its name, shard or file format;
-3. derivative  identical values for part of the model, or most paired matrices keep the
-               model's row Grams (see fingerprint.sketch) although the values changed.
+3. derivative  the anchored hidden units match with p below `p_value_threshold` (see
+               fingerprint.units: a calibrated p-value against independently trained models),
+               or a share of the model's tensors reappears with identical values.
 
-Constant tensors (LayerNorm ones, zero biases) never count: independently trained models share
-them. The thresholds are settings (config [match]); p-values arrive with the robust-fingerprint
-issue, so `p_value` is None here rather than a number we cannot justify.
+Constant and integer tensors (LayerNorm ones, zero biases, masks, position ids) never count:
+independently trained models share them. Every verdict carries the units p-value when the
+architecture allows one; the per-layer evidence says which of our layers the suspect carries.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from monitor.fingerprint import ModelFingerprint
-from monitor.fingerprint.architecture import shape_overlap
-from monitor.fingerprint.sketch import compare
+from monitor.fingerprint.units import UnitsResult, compare
 from monitor.records import Match, ModelRecord, Verdict
 
 _MIN_EVIDENCE_ELEMENTS = 256  # an identical tensor smaller than this is too weak alone
@@ -31,40 +32,54 @@ class Thresholds:
     """Decision thresholds (documented in config/monitor.example.toml under [match])."""
 
     repackaged_coverage: float = 0.95
-    tensor_agreement: float = 0.5
-    derivative_share: float = 0.5
-    min_agreeing_tensors: int = 2
+    p_value_threshold: float = 1e-6
 
 
 def judge(model: ModelRecord, owned: ModelFingerprint, suspect: ModelFingerprint,
           thresholds: Thresholds = Thresholds()) -> Match | None:
     """The strongest verdict the evidence supports, or None when nothing ties them."""
+    robust = compare(owned.units, suspect.units) if owned.units and suspect.units else None
+    evidence: dict = {"units": _units_evidence(robust)} if robust else {}
+    p_value = robust.p_value if robust else None
     exact = _exact(owned, suspect)
     if exact:
-        return _match(model, Verdict.EXACT, exact["byte_share"], "high", ["files"], exact)
+        return _match(model, Verdict.EXACT, exact["byte_share"], "high", p_value,
+                      ["files"] + _agreed(robust, thresholds), {"files": exact, **evidence})
     identical = _identical_tensors(owned, suspect)
     if identical["coverage"] >= thresholds.repackaged_coverage:
-        return _match(model, Verdict.REPACKAGED, identical["coverage"], "high", ["tensors"],
-                      identical)
-    if shape_overlap(owned.architecture, suspect.architecture) == 0 and not identical["tensors"]:
-        return None  # architecture prefilter: no shared shapes, nothing to compare
-    sketch = _sketch(owned, suspect, thresholds)
-    if identical["tensors"]:
-        families = ["tensors", "sketch"] if sketch["agreeing"] else ["tensors"]
-        return _match(model, Verdict.DERIVATIVE, max(identical["coverage"], sketch["share"]),
-                      "high", families, {"identical_tensors": identical, "sketch": sketch})
-    if (sketch["agreeing"] >= thresholds.min_agreeing_tensors
-            and sketch["share"] >= thresholds.derivative_share):
-        confidence = "high" if sketch["share"] >= 0.8 else "medium"
-        return _match(model, Verdict.DERIVATIVE, sketch["share"], confidence, ["sketch"],
-                      {"sketch": sketch})
-    return None
+        return _match(model, Verdict.REPACKAGED, identical["coverage"], "high", p_value,
+                      ["tensors"] + _agreed(robust, thresholds), {"tensors": identical, **evidence})
+    families = (["tensors"] if identical["tensors"] else []) + _agreed(robust, thresholds)
+    if not families:
+        return None
+    score = max(identical["coverage"], _layer_share(robust) if "units" in families else 0.0)
+    confidence = "high" if identical["tensors"] or (robust and robust.log10_p < -12) else "medium"
+    return _match(model, Verdict.DERIVATIVE, score, confidence, p_value, families,
+                  {"tensors": identical, **evidence})
+
+
+def _agreed(robust: UnitsResult | None, thresholds: Thresholds) -> list[str]:
+    if robust is None or robust.log10_p >= math.log10(thresholds.p_value_threshold):
+        return []
+    return ["units"]
+
+
+def _layer_share(robust: UnitsResult | None) -> float:
+    return len(robust.matched_layers) / len(robust.layers) if robust and robust.layers else 0.0
+
+
+def _units_evidence(robust: UnitsResult) -> dict:
+    return {"log10_p": round(robust.log10_p, 2), "k_eff": round(robust.k_eff, 1),
+            "layers_matched": f"{len(robust.matched_layers)}/{len(robust.layers)}",
+            "layers": [{"suspect": m.suspect_layer, "model": m.model_layer,
+                        "log10_p": round(m.log10_p, 2), "median_cos": round(m.median_cos, 4),
+                        "units": m.units} for m in robust.layers]}
 
 
 def _match(model: ModelRecord, verdict: Verdict, score: float, confidence: str,
-           families: list[str], evidence: dict) -> Match:
+           p_value: float | None, families: list[str], evidence: dict) -> Match:
     """`families` names the fingerprint kinds that agreed, for the reader of the evidence."""
-    return Match(model.id, model.name, verdict, round(float(score), 4), confidence, None,
+    return Match(model.id, model.name, verdict, round(float(score), 4), confidence, p_value,
                  {"families": families, **evidence})
 
 
@@ -92,17 +107,5 @@ def _identical_tensors(owned: ModelFingerprint, suspect: ModelFingerprint) -> di
             "tensors": [{"model_tensor": t.name, "suspect_tensor": s} for t, s in hits]}
 
 
-def _sketch(owned: ModelFingerprint, suspect: ModelFingerprint, thresholds: Thresholds) -> dict:
-    agreements = compare(owned.sketch, suspect.sketch)
-    agreeing = [a for a in agreements if a.correlation >= thresholds.tensor_agreement]
-    return {"paired": len(agreements), "agreeing": len(agreeing),
-            "share": len(agreeing) / len(agreements) if agreements else 0.0,
-            "tensors": [{"model_tensor": a.model_tensor, "suspect_tensor": a.suspect_tensor,
-                         "correlation": round(a.correlation, 4)} for a in agreements]}
-
-
 def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    return math.prod(shape)

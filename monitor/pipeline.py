@@ -29,11 +29,16 @@ def _no_progress(_desc: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
 
 
-def fingerprint_path(path: Path, progress: ProgressFactory = _no_progress) -> ModelFingerprint:
-    """Open every weight file under `path` and fingerprint them as one model."""
+def fingerprint_path(path: Path, progress: ProgressFactory = _no_progress, *,
+                     owned: bool = True) -> ModelFingerprint:
+    """Open every weight file under `path` and fingerprint them as one model.
+
+    `owned=False` reads a suspect's hidden units as sparingly as a remote scan would.
+    """
     with ExitStack() as stack:
         readers = [stack.enter_context(r) for r in open_weights(path)]
-        return fp.fingerprint(readers, progress(f"fingerprinting {path.name}", fp.total_work(readers)))
+        return fp.fingerprint(readers, progress(f"fingerprinting {path.name}", fp.total_work(readers)),
+                              owned=owned)
 
 
 def register(registry: Registry, path: Path, *, name: str, owner: str | None, actor: str,
@@ -76,7 +81,7 @@ def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str
          record_events: bool = True, channels: Sequence[str] = (),
          progress: ProgressFactory = _no_progress) -> ScanResult:
     """Fingerprint a local suspect, match it, and store every match as a detection event."""
-    suspect = fingerprint_path(target, progress)
+    suspect = fingerprint_path(target, progress, owned=False)
     matches = match_against_registry(registry, suspect, thresholds)
     location = str(target.resolve())
     for m in matches:

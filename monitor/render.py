@@ -55,21 +55,28 @@ def matches_table(target: str, matches: list[Match]) -> Table:
     t = Table("model", "verdict", "score", "confidence", "p-value", "evidence", title=f"Scan of {target}")
     for m in matches:
         t.add_row(m.model_name, m.verdict.value, f"{m.score:.3f}", m.confidence,
-                  "n/a" if m.p_value is None else f"{m.p_value:.2e}", evidence_summary(m.evidence))
+                  p_value_text(m), evidence_summary(m.evidence))
     return t
+
+
+def p_value_text(m: Match) -> str:
+    """A p-value for people: below float range it shows the bound from its log10."""
+    if m.p_value is None:
+        return "n/a"
+    return f"{m.p_value:.1e}" if m.p_value > 0 else "<1e-300"
 
 
 def evidence_summary(evidence: dict[str, Any]) -> str:
     """One line saying which fingerprint families agreed and how much."""
     parts = []
-    if "files_matched" in evidence:
-        parts.append(f"files identical {evidence['files_matched']}")
-    tensors = evidence.get("identical_tensors", evidence if "matched" in evidence else None)
+    if "files" in evidence:
+        parts.append(f"files identical {evidence['files']['files_matched']}")
+    tensors = evidence.get("tensors")
     if tensors and tensors.get("tensors"):
         parts.append(f"tensors identical {tensors['matched']}")
-    sketch = evidence.get("sketch")
-    if sketch:
-        parts.append(f"row-Gram agree {sketch['agreeing']}/{sketch['paired']}")
+    units = evidence.get("units")
+    if units:
+        parts.append(f"units: layers matched {units['layers_matched']}")
     return "; ".join(parts)
 
 

@@ -17,20 +17,25 @@ MONITOR = shutil.which("monitor", path=str(Path(sys.executable).parent)) or "mon
 
 
 class TinyLM(torch.nn.Module):
-    """A two-block transformer-shaped model: embedding, attention and MLP matrices, norms."""
+    """A LLaMA-shaped model with Hugging Face names: embeddings, attention, SwiGLU MLP, norms."""
 
     def __init__(self, vocab: int = 512, hidden: int = 64, ffn: int = 256, layers: int = 2) -> None:
         super().__init__()
-        self.embed = torch.nn.Embedding(vocab, hidden)
-        self.blocks = torch.nn.ModuleList()
+        self.model = torch.nn.Module()
+        self.model.embed_tokens = torch.nn.Embedding(vocab, hidden)
+        self.model.layers = torch.nn.ModuleList()
         for _ in range(layers):
-            block = torch.nn.ModuleDict({
-                "q": torch.nn.Linear(hidden, hidden), "k": torch.nn.Linear(hidden, hidden),
-                "v": torch.nn.Linear(hidden, hidden), "o": torch.nn.Linear(hidden, hidden),
-                "up": torch.nn.Linear(hidden, ffn), "down": torch.nn.Linear(ffn, hidden),
-                "norm": torch.nn.LayerNorm(hidden)})
-            self.blocks.append(block)
-        self.register_buffer("position_ids", torch.arange(128).unsqueeze(0))
+            block = torch.nn.Module()
+            block.self_attn = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, hidden, bias=False)
+                                                   for n in ("q_proj", "k_proj", "v_proj", "o_proj")})
+            block.mlp = torch.nn.ModuleDict({"gate_proj": torch.nn.Linear(hidden, ffn, bias=False),
+                                             "up_proj": torch.nn.Linear(hidden, ffn, bias=False),
+                                             "down_proj": torch.nn.Linear(ffn, hidden, bias=False)})
+            block.input_layernorm = torch.nn.LayerNorm(hidden, bias=False)
+            block.post_attention_layernorm = torch.nn.LayerNorm(hidden, bias=False)
+            self.model.layers.append(block)
+        self.model.register_buffer("position_ids", torch.arange(128).unsqueeze(0))
+        self.lm_head = torch.nn.Linear(hidden, vocab, bias=False)
 
 
 def tiny_state_dict(seed: int) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ def test_register_scan_and_events_workflow(db, owned_model, owned_sd, tmp_path):
     assert scan.returncode == 1, scan.stderr
     (match,) = json.loads(scan.stdout)["matches"]
     assert match["model"] == "tiny" and match["verdict"] == "repackaged"
-    assert match["p_value"] is None and match["evidence"]["families"] == ["tensors"]
+    assert match["p_value"] < 1e-9 and match["evidence"]["families"] == ["tensors", "units"]
 
     clean = derive.save_safetensors(tiny_state_dict(42), tmp_path / "other" / "m.safetensors")
     proc = run_monitor("scan", clean, db=db)
@@ -150,8 +150,8 @@ def test_locked_registry(db, owned_model):
 
 def test_bad_config_names_key(db, tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[match]\nderivative_share = 7\n")
-    _one_line_error(run_monitor("--config", cfg, "models", "list", db=db), "match.derivative_share", "7")
+    cfg.write_text("[match]\nrepackaged_coverage = 7\n")
+    _one_line_error(run_monitor("--config", cfg, "models", "list", db=db), "match.repackaged_coverage", "7")
 
 
 def test_unknown_model_and_event(db):

@@ -39,9 +39,9 @@ def test_example_values_are_the_defaults():
 
 def test_env_overrides_file_and_flag_overrides_env(tmp_path):
     f = tmp_path / "m.toml"
-    f.write_text('[match]\ntensor_agreement = 0.6\n[registry]\npath = "/from/file.db"\n')
-    s = config.load(f, env={"MONITOR_MATCH_TENSOR_AGREEMENT": "0.7", "MONITOR_DB": "/from/env.db"})
-    assert s.match.tensor_agreement == 0.7 and s.db_path == Path("/from/env.db")
+    f.write_text('[match]\np_value_threshold = 1e-7\n[registry]\npath = "/from/file.db"\n')
+    s = config.load(f, env={"MONITOR_MATCH_P_VALUE_THRESHOLD": "1e-8", "MONITOR_DB": "/from/env.db"})
+    assert s.match.p_value_threshold == 1e-8 and s.db_path == Path("/from/env.db")
     assert config.load(f, env={"MONITOR_DB": "/e.db"}, db=Path("/flag.db")).db_path == Path("/flag.db")
 
 
@@ -51,8 +51,8 @@ def test_default_db_is_under_xdg_data_home(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("toml,key", [
-    ("[match]\ntensor_agreement = 3\n", "match.tensor_agreement"),
-    ("[match]\ntensor_agrement = 0.5\n", "match.tensor_agrement"),
+    ("[match]\np_value_threshold = 3\n", "match.p_value_threshold"),
+    ("[match]\np_value_treshold = 0.5\n", "match.p_value_treshold"),
     ("[log]\nlevel = 'loud'\n", "log.level"),
     ("[nonsense]\nx = 1\n", "nonsense"),
 ])
@@ -65,8 +65,8 @@ def test_bad_values_name_the_key_and_value(tmp_path, toml, key):
 
 
 def test_bad_env_value_is_an_error():
-    with pytest.raises(ConfigError, match="min_agreeing_tensors"):
-        config.load(env={"MONITOR_MATCH_MIN_AGREEING_TENSORS": "zero"})
+    with pytest.raises(ConfigError, match="repackaged_coverage"):
+        config.load(env={"MONITOR_MATCH_REPACKAGED_COVERAGE": "all"})
 
 
 def test_unreadable_or_invalid_toml(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from monitor import derive
+from monitor.fingerprint.units import compare
 from monitor.match import Thresholds, judge
 from monitor.pipeline import fingerprint_path
 from monitor.records import ModelRecord, Verdict
@@ -24,15 +25,16 @@ def _judge(owned: Path, suspect: Path):
 def test_exact_copy_matches_by_file_digest(owned_model, tmp_path):
     m = _judge(owned_model, owned_model / "model.safetensors")
     assert m.verdict is Verdict.EXACT and m.score == 1.0
-    assert m.evidence["families"] == ["files"] and m.evidence["files_matched"] == "1/1"
+    assert m.evidence["families"] == ["files", "units"] and m.evidence["files"]["files_matched"] == "1/1"
+    assert m.p_value < 1e-100
 
 
 def test_renamed_and_resharded_copy_is_repackaged(owned_model, owned_sd, tmp_path):
     suspect = derive.save_sharded(derive.rename(owned_sd, "model.backbone."), tmp_path / "s", 3)
     m = _judge(owned_model, suspect)
     assert m.verdict is Verdict.REPACKAGED and m.score == 1.0
-    pairs = {(t["model_tensor"], t["suspect_tensor"]) for t in m.evidence["tensors"]}
-    assert ("blocks.0.up.weight", "model.backbone.blocks.0.up.weight") in pairs
+    pairs = {(t["model_tensor"], t["suspect_tensor"]) for t in m.evidence["tensors"]["tensors"]}
+    assert ("model.layers.0.mlp.up_proj.weight", "model.backbone.model.layers.0.mlp.up_proj.weight") in pairs
 
 
 def test_bin_conversion_is_repackaged_and_bin_registers_too(owned_model, owned_sd, tmp_path):
@@ -50,39 +52,37 @@ def test_bin_conversion_is_repackaged_and_bin_registers_too(owned_model, owned_s
 def test_changed_weights_are_derivative(owned_model, owned_sd, tmp_path, make):
     suspect = derive.save_safetensors(make(owned_sd), tmp_path / "d" / "model.safetensors")
     m = _judge(owned_model, suspect)
-    assert m.verdict is Verdict.DERIVATIVE
-    assert m.evidence["sketch"]["share"] == 1.0
-    assert min(t["correlation"] for t in m.evidence["sketch"]["tensors"]) > 0.9
+    assert m.verdict is Verdict.DERIVATIVE and m.evidence["families"] == ["units"]
+    assert m.p_value < 1e-9 and m.evidence["units"]["layers_matched"] == "2/2"
 
 
-def test_partial_copy_reports_which_tensors_are_identical(owned_model, owned_sd, tmp_path):
+def test_partial_copy_reports_which_tensors_and_layers_are_ours(owned_model, owned_sd, tmp_path):
     other = tiny_state_dict(99)
-    mixed = {k: (owned_sd[k] if k.startswith("blocks.0.") else other[k]) for k in owned_sd}
+    ours = ("model.layers.0.", "model.embed_tokens.")
+    mixed = {k: (owned_sd[k] if k.startswith(ours) else other[k]) for k in owned_sd}
     m = _judge(owned_model, derive.save_safetensors(mixed, tmp_path / "p" / "model.safetensors"))
-    assert m.verdict is Verdict.DERIVATIVE
-    names = {t["model_tensor"] for t in m.evidence["identical_tensors"]["tensors"]}
-    assert names and all(n.startswith("blocks.0.") for n in names)
+    assert m.verdict is Verdict.DERIVATIVE and "tensors" in m.evidence["families"]
+    names = {t["model_tensor"] for t in m.evidence["tensors"]["tensors"]}
+    assert names and all(n.startswith(ours) for n in names)
+    matched = {x["suspect"]: x["model"] for x in m.evidence["units"]["layers"] if x["log10_p"] < -6}
+    assert matched == {"model.layers.0.mlp.up_proj.weight": "model.layers.0.mlp.up_proj.weight"}
 
 
 def test_independent_models_never_match(tmp_path):
     """Every pair of 8 independently seeded models of one architecture: no verdict at all."""
     paths = [derive.save_safetensors(tiny_state_dict(seed), tmp_path / f"m{seed}" / "model.safetensors")
              for seed in range(1, 9)]
-    fps = [fingerprint_path(p) for p in paths]
-    worst = 0.0
-    for a, b in itertools.permutations(range(len(fps)), 2):
-        m = judge(MODEL, fps[a], fps[b], Thresholds())
-        assert m is None, (a, b, m)
-    for a, b in itertools.combinations(fps, 2):
-        from monitor.fingerprint.sketch import compare
-        worst = max(worst, max(abs(x.correlation) for x in compare(a.sketch, b.sketch)))
-    assert worst < Thresholds().tensor_agreement / 2
+    owned = [fingerprint_path(p) for p in paths]
+    suspects = [fingerprint_path(p, owned=False) for p in paths]
+    for a, b in itertools.permutations(range(len(paths)), 2):
+        assert judge(MODEL, owned[a], suspects[b], Thresholds()) is None, (a, b)
+        assert compare(owned[a].units, suspects[b].units).p_value > 1e-3
 
 
 def test_shared_init_buffers_are_not_evidence(owned_model, owned_sd, tmp_path):
     """Same LayerNorm ones, zero biases and position ids as ours, fresh matrices: no match."""
     unrelated = derive.reinit_like(owned_sd, seed=5)
-    assert torch.equal(unrelated["position_ids"], owned_sd["position_ids"])
+    assert torch.equal(unrelated["model.position_ids"], owned_sd["model.position_ids"])
     m = _judge(owned_model, derive.save_safetensors(unrelated, tmp_path / "u" / "model.safetensors"))
     assert m is None
 
