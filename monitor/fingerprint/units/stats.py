@@ -42,9 +42,12 @@ def log10_betainc(a: float, b: float, x: float) -> float:
     return ln / math.log(10)
 
 
+COS_CEILING = 1.0 - 1e-6  # registered features are float16: closer to 1 than this is rounding
+
+
 def unit_log10_p(cos: float, k_eff: float, n_candidates: int) -> float:
     """log10 p that a random direction gets |cos| >= `cos` with one of n candidates."""
-    c = min(abs(cos), 1.0 - 1e-15)
+    c = min(abs(cos), COS_CEILING)
     tail = log10_betainc((k_eff - 1) / 2, 0.5, 1.0 - c * c)
     return min(0.0, tail + math.log10(max(n_candidates, 1)))
 

@@ -1,0 +1,55 @@
+"""A byte source that holds only the ranges fetched in advance: the remote-scan path.
+
+A crawler plans the ranges a fingerprint needs (the header, then `fingerprint.units.plan`),
+fetches exactly those (coalesced), and hands this source to the ordinary readers. A read
+outside what was fetched is an error, not a silent extra request: the plan is the contract,
+and tests and benchmarks use this to prove a fingerprint reads nothing else.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from monitor.errors import WeightFormatError
+from monitor.formats.base import ByteSource
+
+
+def coalesce(ranges: Iterable[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
+    """Sorted, merged [begin, end) ranges; ranges closer than `gap` bytes become one request."""
+    merged: list[list[int]] = []
+    for begin, end in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and begin <= merged[-1][1] + gap:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    return [(b, e) for b, e in merged]
+
+
+class PrefetchedSource(ByteSource):
+    """Serves reads from fetched ranges of a file of known size."""
+
+    def __init__(self, name: str, size: int, chunks: dict[tuple[int, int], bytes]) -> None:
+        self.name, self.size = name, size
+        self._starts = sorted(begin for begin, _ in chunks)
+        self._chunks = {begin: (end, data) for (begin, end), data in chunks.items()}
+
+    @classmethod
+    def fetch(cls, source: ByteSource, ranges: Iterable[tuple[int, int]], gap: int = 0) -> PrefetchedSource:
+        """Read the coalesced `ranges` from `source` once and keep them."""
+        plan = coalesce(ranges, gap)
+        return cls(source.name, source.size, {(b, e): source.read(b, e - b) for b, e in plan})
+
+    @property
+    def bytes_held(self) -> int:
+        return sum(end - begin for begin, (end, _) in self._chunks.items())
+
+    def read(self, offset: int, length: int) -> bytes:
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0:
+            begin = self._starts[i]
+            end, data = self._chunks[begin]
+            if offset + length <= end:
+                return data[offset - begin:offset - begin + length]
+        raise WeightFormatError(self.name, f"bytes {offset}..{offset + length} were not fetched "
+                                "(outside the planned ranges)")
