@@ -83,7 +83,7 @@ def main() -> int:
         ):
             code, secs, rss = peak_rss_of(cmd)
             rows.append((label, code, secs, rss))
-    print(f"| command | model size | exit | wall time | throughput | peak RSS | limit |")
+    print("| command | model size | exit | wall time | throughput | peak RSS | limit |")
     print("|---|---|---|---|---|---|---|")
     ok = True
     for label, code, secs, rss in rows:

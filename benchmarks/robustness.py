@@ -13,7 +13,6 @@ per-tensor cosine). Trained models are cached under benchmarks/.cache/.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -28,7 +27,6 @@ import torch  # noqa: E402
 
 from benchmarks import cases as C  # noqa: E402
 from benchmarks.baselines import raw_cosine_match  # noqa: E402
-from monitor.fingerprint.units import stats  # noqa: E402
 from monitor.match import Thresholds, judge  # noqa: E402
 from monitor.pipeline import fingerprint_path  # noqa: E402
 from monitor.records import ModelRecord  # noqa: E402

@@ -109,7 +109,7 @@ class Match:
     verdict: Verdict
     score: float  # 0..1, share of the model's evidence that agreed
     confidence: str  # "high" | "medium" | "low"
-    p_value: float | None  # None until a fingerprint family with a calibrated null exists
+    p_value: float | None  # None when the architecture has no anchored units to test
     evidence: dict[str, Any] = field(default_factory=dict)
 
 

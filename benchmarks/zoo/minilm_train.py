@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +45,8 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.zoo.train import adamw_loop
 
 if TYPE_CHECKING:  # transformers is heavy; imported lazily where used
     from transformers import PreTrainedTokenizerFast
@@ -202,38 +203,12 @@ def _lr_factor(step: int, steps: int) -> float:
 
 def _optimise(model: torch.nn.Module, *, steps: int, batch: int, lr: float,
               seed: int) -> tuple[float, float, float]:
-    """AdamW over the trainable parameters; returns (first loss, final loss, seconds).
-
-    Dropout draws from the global RNG, so the loop runs in `fork_rng` seeded by `seed`:
-    reproducible, and the caller's RNG state and thread count are left as they were."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
+    """AdamW (torch's default betas, no weight decay, linear warmup then decay, as SimCSE
+    trains) on the SimCSE loss; returns (first loss, final loss, seconds)."""
     data = _batches(batch, seed)
-    losses: list[float] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(_THREADS)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.train()
-            start = time.perf_counter()
-            for _ in range(steps):
-                loss = simcse_loss(model, next(data))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-            seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    tail = losses[-max(1, steps // 10):]
-    return losses[0], sum(tail) / len(tail), seconds
+    return adamw_loop(model, lambda: simcse_loss(model, next(data)), steps=steps, lr=lr,
+                      weight_decay=0.0, seed=seed, threads=_THREADS, betas=(0.9, 0.999),
+                      lr_factor=_lr_factor)
 
 
 def finetune_minilm_run(sd: StateDict, steps: int = 1000, lr: float = 2e-5, batch: int = 8,

@@ -84,9 +84,10 @@ def _next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 
 def adamw_loop(model: torch.nn.Module, next_loss: Callable[[], torch.Tensor], *, steps: int,
-               lr: float, weight_decay: float, seed: int,
-               threads: int = _THREADS) -> tuple[float, float, float]:
-    """`steps` AdamW updates (betas 0.9/0.95, grad-norm clip 1.0, warmup + cosine) of the
+               lr: float, weight_decay: float, seed: int, threads: int = _THREADS,
+               betas: tuple[float, float] = (0.9, 0.95),
+               lr_factor: Callable[[int, int], float] | None = None) -> tuple[float, float, float]:
+    """`steps` AdamW updates (default betas 0.9/0.95, grad-norm clip 1.0, warmup + cosine) of the
     model's trainable parameters on the losses `next_loss()` yields; (first, final, seconds).
 
     Runs on `threads` intra-op threads inside `fork_rng` seeded by `seed` (so anything drawing
@@ -95,8 +96,9 @@ def adamw_loop(model: torch.nn.Module, next_loss: Callable[[], torch.Tensor], *,
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    factor = lr_factor or _lr_factor
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s, steps))
     losses: list[float] = []
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

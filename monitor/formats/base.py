@@ -1,7 +1,7 @@
 """The seam every weight format implements: a file read tensor by tensor over a byte source.
 
 Readers never hold a whole model, and never a whole large tensor: `chunks` streams a tensor's
-canonical bytes for digesting, `values` decodes only a slice of elements for sketches. A reader
+canonical bytes for digesting, `values` decodes only a slice of elements for fingerprints. A reader
 sits on a `ByteSource` so the same code reads a local file (pread) or, later, a remote file by
 HTTP range requests.
 """

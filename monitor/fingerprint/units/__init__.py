@@ -25,7 +25,7 @@ import numpy as np
 
 from monitor.fingerprint.architecture import normalise_names
 from monitor.fingerprint.units import features, stats
-from monitor.fingerprint.units.layout import Layout, find_layout
+from monitor.fingerprint.units.layout import find_layout
 from monitor.formats.base import WeightReader
 from monitor.records import FingerprintBlob, TensorInfo
 
