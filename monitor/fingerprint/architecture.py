@@ -55,10 +55,6 @@ class ArchitectureSignature:
     digest: str
     shape_digest: str
 
-    @property
-    def shapes(self) -> set[tuple[int, ...]]:
-        return {shape for _, shape, _ in self.entries}
-
     def to_blob(self) -> FingerprintBlob:
         data = json.dumps([[n, list(s), d] for n, s, d in self.entries]).encode()
         return FingerprintBlob(ALGORITHM, VERSION, data)
