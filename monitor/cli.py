@@ -32,7 +32,8 @@ events_app = typer.Typer(no_args_is_help=True, help="Detection events and their 
 app.add_typer(models_app, name="models")
 app.add_typer(events_app, name="events")
 
-out = Console(soft_wrap=True)
+# Piped output (CI logs, `| less`) gets wide tables rather than Rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 
