@@ -63,7 +63,12 @@ class State:
                       disable=self.json or not err.is_terminal) as bars:
             def factory(desc: str, total: int) -> Callable[[int], None]:
                 task = bars.add_task(desc, total=total)
-                return lambda n: bars.advance(task, n)
+
+                def advance(n: int) -> None:
+                    bars.advance(task, n)
+                    if bars.tasks[bars.task_ids.index(task)].finished:
+                        bars.remove_task(task)  # one bar at a time, even across many scans
+                return advance
             yield factory
 
 

@@ -81,16 +81,17 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
     db = root / "demo-registry.db"
     db.unlink(missing_ok=True)
     started = time.monotonic()
-    with Registry.open(db) as registry:
+    with Registry.open(db) as registry, state.progress() as progress:
         model = pipeline.register(registry, model_dir, name=MODEL_NAME, owner="demo@example.com",
-                                  actor="demo")
+                                  actor="demo", progress=progress)
         out.print(f"registered [bold]{model.name}[/] from {model_dir}: {model.n_tensors} tensors, "
                   f"{model.total_bytes / 1e6:.1f} MB  (registry {db})")
         suspects = make_suspects(model_dir, root)
         table = Table("suspect", "expected", "verdict", "score", "p-value", "evidence", "ok", title="Verdicts")
         wrong = 0
         for s in suspects:
-            result = pipeline.scan(registry, s.path, thresholds=state.thresholds, actor="demo")
+            result = pipeline.scan(registry, s.path, thresholds=state.thresholds, actor="demo",
+                                   progress=progress)
             m = result.matches[0] if result.matches else None
             verdict = m.verdict.value if m else "none"
             wrong += verdict != s.expected
