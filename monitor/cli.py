@@ -212,6 +212,22 @@ def events_set_status(ctx: typer.Context, event_id: int = typer.Argument(...),
     render.print_json(out, event) if st.json else out.print(f"event {event.id}: {event.status.value}")
 
 
+@app.command()
+def plugins(ctx: typer.Context) -> None:
+    """List the installed crawler plugins (entry-point group provenance_monitor.crawlers)."""
+    from crawlers import base
+
+    st = _state(ctx)
+    found = base.available()
+    if st.json:
+        render.print_json(out, [{"name": n, "object": v} for n, v in sorted(found.items())])
+    elif found:
+        for name, value in sorted(found.items()):
+            out.print(f"{name:20} {value}")
+    else:
+        out.print("no crawler plugins installed")
+
+
 @app.command("run-once")
 def run_once(ctx: typer.Context) -> None:
     """Run every enabled crawler once and print a summary."""

@@ -167,3 +167,8 @@ def test_daemon_says_not_configured(db):
 def test_usage_error_exit_2():
     assert run_monitor("scan").returncode == 2
     assert run_monitor("frobnicate").returncode == 2
+
+
+def test_plugins_lists_installed_crawlers(db):
+    proc = run_monitor("--json", "plugins", db=db)
+    assert proc.returncode == 0 and isinstance(json.loads(proc.stdout), list)
