@@ -120,22 +120,37 @@ def register(ctx: typer.Context, path: Path = typer.Argument(..., help="Weight f
 
 
 @app.command()
-def scan(ctx: typer.Context, target: Path = typer.Argument(..., help="Suspect weight file or folder.")) -> None:
+def scan(ctx: typer.Context,
+         target: str = typer.Argument(..., help="Suspect weight file or folder, or an http(s) URL of a .safetensors file.")) -> None:
     """Fingerprint a suspect and report every registered model it resembles (exit 1 on a match)."""
-    from monitor import pipeline
+    from monitor import pipeline, remote
 
     st = _state(ctx)
-    with st.progress() as progress:
-        result = pipeline.scan(st.registry, target, thresholds=st.thresholds, actor=_actor(),
-                               record_events=st.settings.scan.record_events, progress=progress)
+    cost: dict[str, int] = {}
+    if remote.is_url(target):
+        import httpx2
+
+        headers = {"User-Agent": f"provenance-monitor/{__version__}"}
+        with httpx2.Client(timeout=httpx2.Timeout(30.0), headers=headers) as client:
+            result, fetched = pipeline.scan_url(st.registry, target, client, thresholds=st.thresholds,
+                                                actor=_actor(), record_events=st.settings.scan.record_events)
+        cost = {"bytes_read": fetched.bytes_fetched, "size": fetched.size, "requests": fetched.requests}
+    else:
+        with st.progress() as progress:
+            result = pipeline.scan(st.registry, Path(target), thresholds=st.thresholds, actor=_actor(),
+                                   record_events=st.settings.scan.record_events, progress=progress)
     events = {e.model_id: e for e in result.events}
     if st.json:
-        render.print_json(out, {"target": result.target, "matches": [
+        render.print_json(out, {"target": result.target, **cost, "matches": [
             render.match_json(m, events.get(m.model_id)) for m in result.matches]})
-    elif result.matches:
-        out.print(render.matches_table(result.target, list(result.matches)))
     else:
-        out.print(f"no match: {result.target} resembles no registered model")
+        if cost:
+            out.print(f"read {cost['bytes_read']:,} of {cost['size']:,} bytes "
+                      f"({100 * cost['bytes_read'] / max(cost['size'], 1):.2f} %) in {cost['requests']} requests")
+        if result.matches:
+            out.print(render.matches_table(result.target, list(result.matches)))
+        else:
+            out.print(f"no match: {result.target} resembles no registered model")
     raise typer.Exit(EXIT_MATCH if result.matches else EXIT_OK)
 
 

@@ -12,12 +12,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
+
 from monitor import fingerprint as fp
 from monitor.fingerprint import ModelFingerprint
 from monitor.formats.discover import open_weights
 from monitor.match import Thresholds, judge
 from monitor.records import EventRecord, Match, ModelRecord, NewEvent
 from monitor.registry import Registry
+from monitor.remote import RemoteFingerprint, fingerprint_url
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,21 @@ def match_against_registry(registry: Registry, suspect: ModelFingerprint,
     return sorted(matches, key=lambda m: (order.index(m.verdict.value), -m.score))
 
 
+def record_matches(registry: Registry, location: str, matches: list[Match], *, actor: str,
+                   record_events: bool, channels: Sequence[str] = ()) -> tuple[EventRecord, ...]:
+    """Log each match and store it as a detection event (deduplicated by model and location)."""
+    events = []
+    for m in matches:
+        log.info("match", extra={"model": m.model_name, "location": location,
+                                 "verdict": m.verdict.value, "score": m.score})
+        if record_events:
+            event, _created = registry.record_event(
+                NewEvent(m.model_id, m.model_name, location, m.verdict, m.score, m.confidence,
+                         m.p_value, m.evidence), actor=actor, channels=channels)
+            events.append(event)
+    return tuple(events)
+
+
 def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str,
          record_events: bool = True, channels: Sequence[str] = (),
          progress: ProgressFactory = _no_progress) -> ScanResult:
@@ -84,14 +102,17 @@ def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str
     suspect = fingerprint_path(target, progress, owned=False)
     matches = match_against_registry(registry, suspect, thresholds)
     location = str(target.resolve())
-    for m in matches:
-        log.info("match", extra={"model": m.model_name, "location": location,
-                                 "verdict": m.verdict.value, "score": m.score})
-    events = []
-    if record_events:
-        for m in matches:
-            event, _created = registry.record_event(
-                NewEvent(m.model_id, m.model_name, location, m.verdict, m.score, m.confidence,
-                         m.p_value, m.evidence), actor=actor, channels=channels)
-            events.append(event)
-    return ScanResult(location, tuple(matches), tuple(events))
+    events = record_matches(registry, location, matches, actor=actor,
+                            record_events=record_events, channels=channels)
+    return ScanResult(location, tuple(matches), events)
+
+
+def scan_url(registry: Registry, url: str, client: httpx2.Client, *, thresholds: Thresholds,
+             actor: str, record_events: bool = True,
+             channels: Sequence[str] = ()) -> tuple[ScanResult, RemoteFingerprint]:
+    """Fingerprint a remote .safetensors file from its header and planned ranges, and match it."""
+    remote_fp = fingerprint_url(url, client)
+    matches = match_against_registry(registry, remote_fp.fingerprint, thresholds)
+    events = record_matches(registry, url, matches, actor=actor, record_events=record_events,
+                            channels=channels)
+    return ScanResult(url, tuple(matches), events), remote_fp

@@ -172,3 +172,30 @@ def test_usage_error_exit_2():
 def test_plugins_lists_installed_crawlers(db):
     proc = run_monitor("--json", "plugins", db=db)
     assert proc.returncode == 0 and isinstance(json.loads(proc.stdout), list)
+
+
+def test_scan_of_a_url_reads_only_the_header_and_planned_ranges(db, tmp_path):
+    """A permuted copy served over HTTP: matched from about 1 % of its bytes, nothing else read."""
+    from benchmarks.zoo import camouflage
+    from benchmarks.zoo.llama import LMConfig, init_state_dict
+    from tests.formats.http_server import FileServer
+
+    sd = init_state_dict(LMConfig(), 3)
+    owned = derive.save_safetensors(sd, tmp_path / "own" / "model.safetensors")
+    assert run_monitor("register", owned, "--name", "lm", db=db).returncode == 0
+    suspect = derive.save_safetensors(camouflage.permute_mlp(camouflage.rotate_residual(sd, 1), 2),
+                                      tmp_path / "s" / "model.safetensors")
+    server = FileServer().start()
+    try:
+        server.files["model.safetensors"] = suspect.read_bytes()
+        url = f"{server.base}/files/model.safetensors"
+        proc = run_monitor("--json", "scan", url, db=db)
+        other = run_monitor("--json", "scan", f"{server.base}/files/missing.safetensors", db=db)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    (match,) = report["matches"]
+    assert match["verdict"] == "derivative" and match["p_value"] < 1e-9 and report["target"] == url
+    assert report["bytes_read"] <= 0.012 * report["size"]
+    _one_line_error(other, "missing.safetensors")
