@@ -1,0 +1,199 @@
+"""The local Hub, driven by the real huggingface_hub client (and httpx2 for raw ranges)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import struct
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx2
+import pytest
+import torch
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
+from safetensors.torch import save_file
+
+from tests.servers.hub import HubServer
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Online client, no token, no telemetry, and any socket off 127.0.0.1 is an error."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # read once at import
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock, address):
+        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
+            raise AssertionError(f"test tried to reach {address}")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in _LOOPBACK:
+            raise AssertionError(f"test tried to resolve {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def hub():
+    with HubServer(page_size=3) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> bytes:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "model.safetensors"
+    save_file({"embed.weight": torch.randn(16, 8), "head.weight": torch.randn(8, 16)}, str(path))
+    return path.read_bytes()
+
+
+def test_list_models_follows_link_pages_and_filters(hub: HubServer) -> None:
+    thieves = {f"thief/llama-copy-{i}" for i in range(8)}
+    for repo in sorted(thieves):
+        hub.add_model(repo, {"config.json": b"{}"})
+    hub.add_model("thief/unrelated", {"config.json": b"{}"})
+    hub.add_model("honest/llama-own", {"config.json": b"{}"})
+
+    found = [m.id for m in HfApi(endpoint=hub.url, token=False).list_models(search="llama", author="thief")]
+
+    assert sorted(found) == sorted(thieves)
+    pages = [r for r in hub.requests if r.path.startswith("/api/models?")]
+    assert len(pages) == 3  # 8 results, 3 a page
+    assert all("search=llama" in r.path and "author=thief" in r.path for r in pages)
+
+
+def test_list_models_filter_sort_limit_and_expand(hub: HubServer) -> None:
+    day = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for i in range(5):
+        hub.add_model(f"x/ft-{i}", {"model.safetensors": b"w"}, base_model="owner/base",
+                      last_modified=day + timedelta(days=i))
+    hub.add_model("x/other", {"model.gguf": b"w"})
+    api = HfApi(endpoint=hub.url, token=False)
+
+    newest = list(api.list_models(filter="base_model:owner/base", sort="last_modified", limit=4,
+                                  expand=["sha", "lastModified"]))
+
+    assert [m.id for m in newest] == ["x/ft-4", "x/ft-3", "x/ft-2", "x/ft-1"]
+    assert newest[0].last_modified == day + timedelta(days=4)
+    assert newest[0].sha is not None and newest[0].tags is None  # expand returns only what was asked
+    assert [m.id for m in api.list_models(filter=["gguf"])] == ["x/other"]
+
+
+def test_model_info_siblings_carry_real_sha256(hub: HubServer, weights: bytes) -> None:
+    sha = hub.add_model("thief/copy", {"model.safetensors": weights, "config.json": b'{"a": 1}'},
+                        tags=["text-generation"], base_model="owner/base")
+    api = HfApi(endpoint=hub.url, token=False)
+
+    info = api.model_info("thief/copy", files_metadata=True)
+
+    assert info.sha == sha and info.id == "thief/copy"
+    assert info.card_data.base_model == "owner/base" and "text-generation" in info.tags
+    files = {s.rfilename: s for s in info.siblings}
+    assert files["model.safetensors"].lfs.sha256 == hashlib.sha256(weights).hexdigest()
+    assert files["model.safetensors"].size == files["model.safetensors"].lfs.size == len(weights)
+    assert files["config.json"].lfs is None and files["config.json"].size == 8
+    assert hub.bytes_served("cdn") == 0  # metadata alone reads no weight bytes
+
+
+def test_pushing_changes_sha_and_old_revision_stays_readable(hub: HubServer) -> None:
+    old = hub.add_model("a/b", {"model.safetensors": b"one"})
+    new = hub.add_model("a/b", {"model.safetensors": b"two", "extra.bin": b"3"})
+    api = HfApi(endpoint=hub.url, token=False)
+
+    assert old != new and api.model_info("a/b").sha == new
+    pinned = api.model_info("a/b", revision=old, files_metadata=True)
+    assert pinned.sha == old and [s.rfilename for s in pinned.siblings] == ["model.safetensors"]
+    assert pinned.siblings[0].lfs.sha256 == hashlib.sha256(b"one").hexdigest()
+
+
+def test_hf_hub_download_goes_through_the_cdn(hub: HubServer, weights: bytes, tmp_path: Path) -> None:
+    sha = hub.add_model("thief/copy", {"model.safetensors": weights})
+
+    path = hf_hub_download("thief/copy", "model.safetensors", endpoint=hub.url, cache_dir=tmp_path, token=False)
+
+    assert Path(path).read_bytes() == weights and sha in path
+    head, get = hub.requests
+    assert (head.server, head.method, head.status) == ("hub", "HEAD", 302)
+    assert (get.server, get.method, get.status) == ("cdn", "GET", 200)
+    assert hub.bytes_served("cdn") == len(weights)
+
+
+def test_file_metadata_and_header_range_read_only_eight_bytes(hub: HubServer, weights: bytes) -> None:
+    sha = hub.add_model("thief/copy", {"model.safetensors": weights})
+    url = hf_hub_url("thief/copy", "model.safetensors", endpoint=hub.url)
+
+    meta = get_hf_file_metadata(url, token=False)
+    assert (meta.commit_hash, meta.etag, meta.size) == (sha, hashlib.sha256(weights).hexdigest(), len(weights))
+    assert meta.location.startswith(hub.cdn_url)
+
+    with httpx2.Client(follow_redirects=True) as client:
+        r = client.get(url, headers={"Range": "bytes=0-7"})
+    assert r.status_code == 206 and len(r.content) == 8
+    assert r.headers["Content-Range"] == f"bytes 0-7/{len(weights)}"
+    (header_len,) = struct.unpack("<Q", r.content)
+    assert "embed.weight" in json.loads(weights[8: 8 + header_len])
+    assert hub.bytes_served("cdn") == 8
+
+
+def test_cdn_ranges_suffix_open_and_unsatisfiable(hub: HubServer) -> None:
+    hub.add_model("a/b", {"model.bin": bytes(range(100))})
+    blob = f"{hub.cdn_url}/{hashlib.sha256(bytes(range(100))).hexdigest()}"
+    with httpx2.Client() as client:
+        assert client.get(blob, headers={"Range": "bytes=-3"}).content == bytes([97, 98, 99])
+        assert client.get(blob, headers={"Range": "bytes=98-"}).content == bytes([98, 99])
+        assert client.get(blob, headers={"Range": "bytes=200-300"}).status_code == 416
+        head = client.head(blob)
+    assert head.headers["Content-Length"] == "100" and head.headers["Accept-Ranges"] == "bytes"
+
+
+def test_injected_429_is_seen_and_retried_by_the_client(hub: HubServer) -> None:
+    hub.add_model("a/b", {"config.json": b"{}"})
+    api = HfApi(endpoint=hub.url, token=False)
+
+    hub.fail_next("/api/models/a/b", status=429, retry_after=0)
+    with pytest.raises(HfHubHTTPError) as err:  # model_info does not retry
+        api.model_info("a/b")
+    assert err.value.response.status_code == 429
+
+    hub.fail_next("/api/models", status=429, retry_after=0)
+    start = time.monotonic()
+    assert [m.id for m in api.list_models()] == ["a/b"]  # pagination retries (Retry-After + 1 s)
+    assert time.monotonic() - start >= 1.0
+    assert [r.status for r in hub.requests if r.path.partition("?")[0] == "/api/models"] == [429, 200]
+
+
+def test_missing_repo_revision_and_file_raise_hub_errors(hub: HubServer, tmp_path: Path) -> None:
+    hub.add_model("a/b", {"config.json": b"{}"})
+    api = HfApi(endpoint=hub.url, token=False)
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("a/missing")
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("a/b", revision="f" * 40)
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download("a/b", "nope.safetensors", endpoint=hub.url, cache_dir=tmp_path, token=False)
+
+
+def test_delay_applies_to_every_request(hub: HubServer) -> None:
+    hub.add_model("a/b", {"config.json": b"{}"})
+    hub.delay_s = 0.2
+    start = time.monotonic()
+    HfApi(endpoint=hub.url, token=False).model_info("a/b")
+    assert time.monotonic() - start >= 0.2
