@@ -30,6 +30,12 @@ class EventStatus(str, Enum):
     RESOLVED = "resolved"
 
 
+# Canonical dtype names (safetensors' spelling; GGUF block types keep their own names, e.g. Q8_0).
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+# Integer and bool storage holds ids, masks and buffers, never values a model learned.
+INTEGER_DTYPES = frozenset({"I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"})
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """A tensor as its file declares it, before any of its values are read."""

@@ -50,3 +50,10 @@ def test_fingerprint_reads_bfloat16(tmp_path, owned_sd):
     p = derive.save_safetensors(derive.cast(owned_sd, torch.bfloat16), tmp_path / "bf" / "m.safetensors")
     fp = fingerprint_path(p)
     assert {t.dtype for t in fp.tensors} >= {"BF16", "I64"}
+
+
+def test_unsigned_integer_storage_is_never_evidence(tmp_path):
+    ids = torch.arange(5000, dtype=torch.int64).to(torch.uint32).reshape(50, 100)
+    path = derive.save_safetensors({"token_ids": ids, "w": torch.randn(50, 100)}, tmp_path / "m.safetensors")
+    flags = {t.name: t.constant for t in fingerprint_path(path).tensors}
+    assert flags == {"token_ids": True, "w": False}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.formats.base import WeightReader
-from monitor.records import TensorDigest, TensorInfo, WeightFile
+from monitor.records import INTEGER_DTYPES, TensorDigest, TensorInfo, WeightFile
 
 _FILE_CHUNK = 8 << 20
 
@@ -59,11 +59,10 @@ def tensor_digest(reader: WeightReader, info: TensorInfo) -> TensorDigest:
 
 _SAMPLE_ELEMENTS = 4096
 _MIN_DISTINCT = 16
-_NON_WEIGHT_DTYPES = {"I64", "I32", "I16", "I8", "U8", "BOOL"}
 
 
 def _uninformative(info: TensorInfo, sample: bytes) -> bool:
-    if info.dtype in _NON_WEIGHT_DTYPES or info.numel == 0:
+    if info.dtype in INTEGER_DTYPES or info.numel == 0:
         return True
     width, rem = divmod(info.nbytes, info.numel)
     if rem or width not in (1, 2, 4, 8):

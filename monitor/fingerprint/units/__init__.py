@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,6 +145,3 @@ def _layer_p(s: np.ndarray, o: np.ndarray, k_eff: float) -> tuple[float, float]:
     unit_ps = np.array([stats.unit_log10_p(float(c), k_eff, len(o)) for c in best])
     return stats.median_log10_p(unit_ps), float(np.median(best))
 
-
-def log10_to_str(log10_p: float) -> str:
-    return "0" if log10_p <= stats.LOG10_FLOOR else f"1e{math.floor(log10_p)}"

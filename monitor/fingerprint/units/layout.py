@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitor.records import TensorInfo
+from monitor.records import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 
 EMBEDDING = re.compile(r"(^|\.)(embed_tokens|word_embeddings|tok_embeddings|wte|token_embd)\.weight$")
 # (unit-matrix pattern, the norm that feeds it: a template on the layer index)
@@ -26,8 +26,6 @@ _UNIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
      "layer.{i}.attention.output.LayerNorm"),
     (re.compile(r"(^|\.)layers\.(\d+)\.feed_forward\.w3\.weight$"), "layers.{i}.ffn_norm"),
 )
-_FLOAT = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-_INT = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def find_layout(tensors: Sequence[TensorInfo]) -> Layout | None:
     """The layout of a model, or None when it has no role we know how to fingerprint."""
     by_name = {t.name: t for t in tensors}
     embedding = next((t for t in tensors if EMBEDDING.search(t.name) and len(t.shape) == 2
-                      and t.dtype not in _INT), None)
+                      and t.dtype not in INTEGER_DTYPES), None)
     if embedding is not None:
         units = _transformer_units(tensors, by_name, embedding)
         return Layout(embedding, tuple(units)) if units else None
@@ -98,7 +96,7 @@ def _input_anchored(tensors: Sequence[TensorInfo]) -> list[UnitMatrix]:
     For an MLP 64→256→256→10 that is the first layer (64 columns, and no matrix outputs 64):
     its columns are pixels, a basis no thief can permute without changing the input format.
     """
-    mats = [t for t in tensors if len(t.shape) >= 2 and t.dtype in _FLOAT and t.shape[0] >= 8]
+    mats = [t for t in tensors if len(t.shape) >= 2 and t.dtype in FLOAT_DTYPES and t.shape[0] >= 8]
     produced = {t.shape[0] for t in mats}
     first = [t for t in mats if (t.numel // t.shape[0]) not in produced]
     return [UnitMatrix(t, i, None, None) for i, t in enumerate(first)]
