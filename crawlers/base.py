@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from monitor.errors import ConfigError
 from monitor.formats.base import ByteSource
@@ -57,14 +59,82 @@ class Discovered:
     cursor: str | None
 
 
+class Settings(BaseModel):
+    """Base of a crawler's `Options` and `Scope` models: unknown keys are config errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(Settings):
+    """For crawlers with no crawler-wide settings."""
+
+
+class AnyScope(Settings):
+    """A scope that accepts any keys, for plugins that validate their own."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@dataclass(frozen=True)
+class CrawlContext:
+    """What the daemon hands every crawler: where secrets are, timeouts and politeness limits.
+
+    Secrets (HF_TOKEN, GITHUB_TOKEN) are read from `env` with `monitor.config.read_secret`,
+    which also honours `<NAME>_FILE`; a crawler never takes them from its config table.
+    """
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0  # per request: connect, read, write, pool
+    concurrency: int = 8  # requests one crawler may have in flight
+    user_agent: str = "provenance-monitor"
+
+
+class SkipCandidate(Exception):
+    """Raised by `open` or a crawler's own checks: this candidate cannot be read, and why.
+
+    Not a `MonitorError`: it never reaches the user as a failure; the sweep records the reason
+    as the candidate's skip and goes on.
+    """
+
+
 class Crawler(ABC):
-    """A source of candidates. Subclasses set `name` and translate their source's errors."""
+    """A source of candidates. Subclasses set `name`, `Scope` (and `Options` if they have any)
+    and translate their source's errors into ours at their boundary."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[Settings]] = NoOptions  # the [crawlers.<name>] keys of the crawler
+    Scope: ClassVar[type[Settings]] = AnyScope  # one [crawlers.<name>.scopes.<scope>] table
+
+    def __init__(self, options: Settings | None = None, context: CrawlContext | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.context = context or CrawlContext()
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], context: CrawlContext) -> Crawler:
+        """Validate the crawler's own config table and build it."""
+        return cls(_validate(cls.Options, options, f"crawlers.{cls.name}"), context)
+
+    @classmethod
+    def scope(cls, name: str, table: Mapping[str, Any]) -> Settings:
+        """Validate one scope table (ConfigError names crawlers.<name>.scopes.<scope>.<key>)."""
+        return _validate(cls.Scope, table, f"crawlers.{cls.name}.scopes.{name}")
 
     @abstractmethod
-    def discover(self, scope: Mapping[str, Any], cursor: str | None) -> Iterator[Discovered]:
-        """Candidates in `scope` (the crawler's own config table) newer than `cursor`."""
+    def discover(self, scope: Any, cursor: str | None) -> Iterator[Discovered]:
+        """Candidates in `scope` (a validated `Scope`) newer than `cursor`, in cursor order.
+
+        A candidate's `cursor` is stored once it and every candidate before it are handled, so
+        crawlers listing newest-first yield None until the last one (which carries the new
+        high-water mark). Errors of the listing itself are raised as `MonitorError`s: the sweep
+        records them against the scope and goes on with the next.
+        """
+
+    def refresh(self, location: str) -> Candidate | None:
+        """The candidate at `location` as it is now, to retry one that failed last sweep.
+
+        None: this crawler cannot look one up (it will be rediscovered, or not, by `discover`).
+        """
+        return None
 
     @abstractmethod
     def open(self, file: RemoteFile) -> ByteSource:
@@ -72,6 +142,17 @@ class Crawler(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""
+
+
+def _validate(model: type[Settings], table: Mapping[str, Any], where: str) -> Settings:
+    try:
+        return model.model_validate(dict(table))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join([where, *(str(p) for p in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(key, err["input"], "unknown key (see config/monitor.example.toml)") from None
+        raise ConfigError(key, err.get("input"), err["msg"]) from None
 
 
 def available() -> dict[str, str]:

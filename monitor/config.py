@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from monitor.errors import ConfigError
 
@@ -56,11 +56,35 @@ class LogSettings(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class CrawlerSettings(_Section):
+    """One [crawlers.<name>] table. `options` and each scope are the crawler's own keys, checked
+    by the crawler's `Options` and `Scope` models when it is built (crawlers.base.Crawler)."""
+
+    enabled: bool = True
+    schedule: str = "0 */6 * * *"  # crontab, in UTC, for the daemon
+    concurrency: int = Field(8, ge=1, le=64)
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    options: dict[str, Any] = {}
+    scopes: dict[str, dict[str, Any]] = {}
+
+    @field_validator("schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as e:
+            raise ValueError(f"not a crontab expression ({e})") from None
+        return value
+
+
 class Settings(_Section):
     registry: RegistrySettings = RegistrySettings()
     match: MatchSettings = MatchSettings()
     scan: ScanSettings = ScanSettings()
     log: LogSettings = LogSettings()
+    crawlers: dict[str, CrawlerSettings] = {}  # by crawler name (its entry point)
 
     @property
     def db_path(self) -> Path:
@@ -96,8 +120,10 @@ def load(config_path: Path | None = None, env: dict[str, str] | None = None,
 
 
 def _fields() -> dict[str, list[str]]:
+    """Sections with fixed keys (what MONITOR_<SECTION>_<KEY> can override); not [crawlers]."""
     return {name: list(f.annotation.model_fields)  # type: ignore[union-attr]
-            for name, f in Settings.model_fields.items()}
+            for name, f in Settings.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from crawlers import base
 from monitor import config
 from monitor.errors import ConfigError
 
@@ -26,9 +27,24 @@ def _documented_keys(text: str) -> set[str]:
 
 
 def test_every_setting_is_documented_in_the_example():
-    expected = {f"{s}.{k}" for s, f in config.Settings.model_fields.items()
-                for k in f.annotation.model_fields}
-    assert _documented_keys(EXAMPLE.read_text()) == expected
+    expected = {f"{s}.{k}" for s, keys in config._fields().items() for k in keys}
+    documented = _documented_keys(EXAMPLE.read_text())
+    assert {k for k in documented if not k.startswith("crawlers.")} == expected
+
+
+@pytest.mark.parametrize("name", sorted(base.available()))
+def test_every_builtin_crawler_key_is_documented_in_the_example(name):
+    """[crawlers.<name>], its options and one scope table per crawler, every key shown."""
+    cls = base.load(name)
+    documented = _documented_keys(EXAMPLE.read_text())
+    scopes = {k.split(".")[3] for k in documented if k.startswith(f"crawlers.{name}.scopes.")}
+    assert scopes, f"no [crawlers.{name}.scopes.<scope>] example"
+    expected = ({f"crawlers.{name}.{k}" for k in config.CrawlerSettings.model_fields
+                 if k not in ("options", "scopes")}
+                | {f"crawlers.{name}.options.{k}" for k in cls.Options.model_fields})
+    scoped = {k.split(".", 4)[4] for k in documented if k.startswith(f"crawlers.{name}.scopes.")}
+    assert expected <= documented
+    assert set(cls.Scope.model_fields) <= scoped
 
 
 def test_example_values_are_the_defaults():

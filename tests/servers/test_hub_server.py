@@ -19,7 +19,7 @@ from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, Re
                                     RevisionNotFoundError)
 from safetensors.torch import save_file
 
-from tests.servers.hub import HubServer
+from monitor.sandbox.hub import HubServer
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
