@@ -10,7 +10,8 @@ and prints that line; anything outside the tree is a bug (exit 3, traceback only
     │   ├── NoWeightsError        a path with no weight file we can read
     │   ├── ConfigError           a config key with a bad value (names key, value, what is allowed)
     │   └── NotFoundError         a model or event id that is not in the registry
-    └── RegistryError             the SQLite registry is locked, corrupt, or from a newer version
+    ├── RegistryError             the SQLite registry is locked, corrupt, or from a newer version
+    └── SourceError               a crawled source (Hub, GitHub, a URL) failed, refused or timed out
 
 Layers below (safetensors, torch, gguf, sqlite3) raise their own exceptions; each is translated
 at exactly one boundary (the format reader, the store) so callers only see this tree.
@@ -68,3 +69,16 @@ class NotFoundError(InputError):
 
 class RegistryError(MonitorError):
     """The registry database cannot be opened or written (locked, corrupt, newer schema)."""
+
+
+class SourceError(MonitorError):
+    """A source we crawl failed: HTTP error, rate limit past our patience, timeout, bad answer.
+
+    Raised by crawlers at their boundary (huggingface_hub and httpx2 errors translated); a sweep
+    records it against the candidate or scope and goes on, so it only ends a run when the user
+    asked for one thing (`monitor scan hf://...`).
+    """
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source, self.problem = source, problem
+        super().__init__(f"{source}: {problem}")
