@@ -15,6 +15,10 @@ Two ThreadingHTTPServers on 127.0.0.1, shaped after what the real client sends a
                                                  other files served directly (ETag = git blob oid)
     cdn  GET|HEAD /{sha256}                      the blob, single `Range` honoured (206/416)
 
+A file's content is `bytes` or a `monitor.sandbox.blobs.Blob` generated on demand (synthetic
+safetensors, a 2 GB filler); bodies are streamed in 1 MiB pieces, so neither a range nor a whole
+GET of a huge blob is ever built in memory. Lazy blobs publish a synthetic sha256 (blobs.py).
+
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound), which is how
 `hf_raise_for_status` picks the exception class. Faults (`fail_next`) and `delay_s` apply to
 both servers; every request is logged with the body bytes it was sent (`requests`).
@@ -30,12 +34,14 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from itertools import count
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from monitor.sandbox.blobs import Blob, BytesBlob, git_blob_id, iter_range, parse_range
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _DESCENDING_BY_DEFAULT = {"lastModified", "createdAt", "downloads", "likes"}
 
 
@@ -54,19 +60,27 @@ class RequestRecord:
 @dataclass(frozen=True)
 class _File:
     name: str
-    data: bytes
-    sha256: str
+    blob: Blob
     lfs: bool
 
     @property
+    def sha256(self) -> str:
+        return self.blob.sha256
+
+    @property
+    def size(self) -> int:
+        return self.blob.size
+
+    @property
     def pointer(self) -> bytes:
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {len(self.data)}\n".encode()
+        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
 
     @property
     def blob_id(self) -> str:
         """The git oid of what git stores: the LFS pointer for LFS files, the bytes otherwise."""
-        stored = self.pointer if self.lfs else self.data
-        return hashlib.sha1(b"blob %d\0" % len(stored) + stored).hexdigest()
+        if self.lfs:
+            return hashlib.sha1(b"blob %d\0" % len(self.pointer) + self.pointer).hexdigest()
+        return git_blob_id(self.blob)
 
 
 @dataclass(frozen=True)
@@ -102,9 +116,9 @@ class _Repo:
 def _sibling(f: _File, blobs: bool) -> dict:
     if not blobs:
         return {"rfilename": f.name}
-    out = {"rfilename": f.name, "size": len(f.data), "blobId": f.blob_id}
+    out = {"rfilename": f.name, "size": f.size, "blobId": f.blob_id}
     if f.lfs:
-        out["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": len(f.pointer)}
+        out["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": len(f.pointer)}
     return out
 
 
@@ -123,8 +137,22 @@ class _Fault:
 @dataclass
 class _Response:
     status: int
-    body: bytes = b""
+    body: bytes | Blob = b""
     headers: dict[str, str] = field(default_factory=dict)
+    span: tuple[int, int] | None = None  # the part of a Blob body to send; None: all of it
+
+    @property
+    def length(self) -> int:
+        if isinstance(self.body, bytes):
+            return len(self.body)
+        start, end = self.span or (0, self.body.size)
+        return end - start
+
+    def pieces(self) -> Iterator[bytes]:
+        if isinstance(self.body, bytes):
+            yield self.body
+        else:
+            yield from iter_range(self.body, *(self.span or (0, self.body.size)))
 
 
 def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> _Response:
@@ -142,7 +170,7 @@ class HubServer:
         self.page_size = page_size
         self.delay_s = delay_s  # slept before answering any request on either server
         self._repos: dict[str, _Repo] = {}
-        self._blobs: dict[str, bytes] = {}  # sha256 -> bytes, what the CDN serves
+        self._blobs: dict[str, Blob] = {}  # sha256 -> content, what the CDN serves
         self._faults: list[_Fault] = []
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -177,17 +205,18 @@ class HubServer:
 
     # --- content ---------------------------------------------------------------------------
 
-    def add_model(self, repo_id: str, files: dict[str, bytes], *, revision: str | None = None,
+    def add_model(self, repo_id: str, files: dict[str, bytes | Blob], *, revision: str | None = None,
                   tags: tuple[str, ...] | list[str] = (), base_model: str | None = None,
                   last_modified: datetime | None = None, downloads: int = 0, likes: int = 0) -> str:
         """Create `repo_id`, or push a new commit to it (older revisions stay resolvable).
 
-        Returns the commit sha (`revision`, or a fresh one: every push changes the sha).
+        Returns the commit sha (`revision`, or a fresh one: every push changes the sha). A file's
+        content is bytes or a `Blob` (monitor.sandbox.blobs), read only as far as it is requested.
         """
         if revision is not None and not _SHA1.fullmatch(revision):
             raise ValueError(f"revision must be 40 lowercase hex digits, got {revision!r}")
-        built = {name: _File(name, data, hashlib.sha256(data).hexdigest(), name.endswith(WEIGHT_SUFFIXES))
-                 for name, data in files.items()}
+        built = {name: _File(name, BytesBlob(data) if isinstance(data, bytes) else data,
+                             name.endswith(WEIGHT_SUFFIXES)) for name, data in files.items()}
         now = datetime.now(timezone.utc)
         with self._lock:
             if revision is None:
@@ -209,7 +238,7 @@ class HubServer:
             repo.head = revision
             for f in built.values():
                 if f.lfs:
-                    self._blobs[f.sha256] = f.data
+                    self._blobs[f.sha256] = f.blob
         return revision
 
     # --- faults and log --------------------------------------------------------------------
@@ -298,9 +327,9 @@ class HubServer:
         if f is None:
             return _error(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": commit.sha})
         if not f.lfs:
-            return _slice(f.data, range_header, {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": commit.sha})
+            return _slice(f.blob, range_header, {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": commit.sha})
         return _Response(302, b"", {"Location": f"{self.cdn_url}/{f.sha256}", "X-Repo-Commit": commit.sha,
-                                    "X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(len(f.data)),
+                                    "X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size),
                                     "ETag": f'"{f.blob_id}"'})
 
     def _list(self, path: str, query: dict[str, list[str]]) -> _Response:
@@ -348,21 +377,16 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     return query.get(name, ["false"])[0].lower() in ("1", "true")
 
 
-def _slice(data: bytes, range_header: str | None, headers: dict[str, str]) -> _Response:
+def _slice(blob: Blob, range_header: str | None, headers: dict[str, str]) -> _Response:
     """One `bytes=a-b`, `a-` or `-n` range (RFC 9110 §14); anything else gets the whole body."""
     headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **headers}
-    match = _RANGE.fullmatch(range_header.strip()) if range_header else None
-    if match is None or match.groups() == ("", ""):
-        return _Response(200, data, headers)
-    first, last = match.groups()
-    size = len(data)
-    if first == "":
-        start, end = max(size - int(last), 0), size - 1
-    else:
-        start, end = int(first), min(int(last) if last else size - 1, size - 1)
-    if start >= size or end < start:
-        return _Response(416, b"", {**headers, "Content-Range": f"bytes */{size}"})
-    return _Response(206, data[start: end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"})
+    span = parse_range(range_header, blob.size)
+    if span is None:
+        return _Response(200, blob, headers)
+    if span == "unsatisfiable":
+        return _Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
+    start, end = span
+    return _Response(206, blob, {**headers, "Content-Range": f"bytes {start}-{end - 1}/{blob.size}"}, span)
 
 
 class _Server(ThreadingHTTPServer):
@@ -400,18 +424,21 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             resp = hub._route(role, url.path, parse_qs(url.query, keep_blank_values=True), range_header)
         # Logged before the body goes out: a client that has its answer may read the log at once.
-        sent = len(resp.body) if send_body else 0
+        sent = resp.length if send_body else 0
         index = hub._record(RequestRecord(role, self.command, self.path, resp.status, sent, range_header))
+        written = 0
         try:
             self.send_response(resp.status)
             for name, value in resp.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(resp.body)))
+            self.send_header("Content-Length", str(resp.length))
             self.end_headers()
             if sent:
-                self.wfile.write(resp.body)
-        except OSError:  # the client hung up: count the body as not served
-            hub._amend(index, bytes_served=0)
+                for piece in resp.pieces():
+                    self.wfile.write(piece)
+                    written += len(piece)
+        except OSError:  # the client hung up: count only the pieces that went out
+            hub._amend(index, bytes_served=written)
             raise
 
     def log_message(self, format: str, *args) -> None:

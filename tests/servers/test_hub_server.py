@@ -7,6 +7,7 @@ import json
 import socket
 import struct
 import time
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, Re
                                     RevisionNotFoundError)
 from safetensors.torch import save_file
 
+from monitor.formats.http import HttpRangeSource
+from monitor.formats.safetensors import decode_le, parse_header
+from monitor.sandbox.blobs import SizedBlob, SyntheticSafetensors, llama_layout
 from monitor.sandbox.hub import HubServer
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -197,3 +201,84 @@ def test_delay_applies_to_every_request(hub: HubServer) -> None:
     start = time.monotonic()
     HfApi(endpoint=hub.url, token=False).model_info("a/b")
     assert time.monotonic() - start >= 0.2
+
+
+# --- lazily generated blobs ------------------------------------------------------------------------
+
+_SMALL_LLAMA = llama_layout(vocab=1024, hidden=64, ffn=172, layers=2, dtype="BF16")
+
+
+def test_synthetic_safetensors_header_parses_over_http_ranges(hub: HubServer) -> None:
+    blob = SyntheticSafetensors(_SMALL_LLAMA, seed=7)
+    hub.add_model("x/synthetic", {"model.safetensors": blob, "config.json": b"{}"})
+    info = HfApi(endpoint=hub.url, token=False).model_info("x/synthetic", files_metadata=True)
+    sibling = next(s for s in info.siblings if s.rfilename == "model.safetensors")
+    assert (sibling.lfs.sha256, sibling.size) == (blob.sha256, blob.size)
+
+    url = hf_hub_url("x/synthetic", "model.safetensors", endpoint=hub.url)
+    with httpx2.Client() as client:
+        header = parse_header(HttpRangeSource(url, client))
+
+    assert [(t.name, t.dtype, tuple(t.shape)) for t in header.tensors] == _SMALL_LLAMA
+    assert header.tensors[-1].end == blob.size  # the data area is exactly the tensors, no gaps
+    assert hub.bytes_served("cdn") == 8 + header.header_len
+
+
+def test_synthetic_ranges_are_stable_and_look_like_weights(hub: HubServer) -> None:
+    blob = SyntheticSafetensors(_SMALL_LLAMA, seed=7)
+    hub.add_model("x/synthetic", {"model.safetensors": blob})
+    url = hf_hub_url("x/synthetic", "model.safetensors", endpoint=hub.url)
+    with httpx2.Client() as client:
+        source = HttpRangeSource(url, client)
+        header = parse_header(source)
+        up = next(t for t in header.tensors if t.name.endswith("0.mlp.up_proj.weight"))
+        first = source.read(up.begin, up.nbytes)
+        again = source.read(up.begin, up.nbytes)
+        halves = source.read(up.begin, 1000) + source.read(up.begin + 1000, up.nbytes - 1000)
+
+    assert first == again == halves == blob.read(up.begin, up.end)
+    assert SyntheticSafetensors(_SMALL_LLAMA, seed=7).read(up.begin, up.end) == first  # new object
+    assert SyntheticSafetensors(_SMALL_LLAMA, seed=8).read(up.begin, up.end) != first
+    values = decode_le(first, "BF16")
+    assert abs(float(values.std()) - 0.02) < 0.002 and abs(float(values.mean())) < 0.002
+    norm = next(t for t in header.tensors if t.name == "model.norm.weight")
+    assert abs(float(decode_le(blob.read(norm.begin, norm.end), "BF16").mean()) - 1.0) < 0.01
+
+
+def test_two_gigabyte_blobs_are_served_in_pieces_without_building_them(hub: HubServer) -> None:
+    big_config = SizedBlob(2 << 30, fill=b" ", prefix=b'{"a": 1,')
+    big_weights = SyntheticSafetensors(llama_layout(vocab=32000, hidden=4096, ffn=11008, layers=2), 1)
+    assert big_weights.size > 1 << 30
+    hub.add_model("x/huge", {"config.json": big_config, "model.safetensors": big_weights})
+    config_url = hf_hub_url("x/huge", "config.json", endpoint=hub.url)
+    weights_url = hf_hub_url("x/huge", "model.safetensors", endpoint=hub.url)
+
+    tracemalloc.start()
+    try:
+        with httpx2.Client(follow_redirects=True) as client:
+            tail = client.get(weights_url, headers={"Range": "bytes=-4000000"})
+            far = client.get(config_url, headers={"Range": f"bytes={(2 << 30) - 10}-"})
+            with client.stream("GET", config_url) as whole:  # no Range: the whole 2 GB, streamed
+                assert whole.headers["Content-Length"] == str(2 << 30)
+                got = 0
+                for piece in whole.iter_raw():
+                    got += len(piece)
+                    if got >= 8 << 20:
+                        break
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert tail.status_code == 206 and tail.content == big_weights.read(big_weights.size - 4000000,
+                                                                         big_weights.size)
+    assert far.status_code == 206 and far.content == b" " * 10
+    assert got >= 8 << 20
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_sized_blob_prefix_and_fill_by_range() -> None:
+    blob = SizedBlob(20, fill=b"ab", prefix=b"XYZ")
+    whole = blob.read(0, 20)
+    assert whole == b"XYZ" + b"abababababababab" + b"a" and len(whole) == 20
+    assert all(blob.read(i, j) == whole[i:j] for i in range(21) for j in range(i, 22))
+    assert blob.sha256 != SizedBlob(21, fill=b"ab", prefix=b"XYZ").sha256
