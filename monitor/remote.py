@@ -1,25 +1,70 @@
-"""Fingerprint a weight file on a web server by reading only what the fingerprint plans.
+"""Fingerprint remote weight files by reading only what the fingerprint plans.
 
-The remote path of DESIGN.md's "cheapest evidence first": the safetensors header (8 bytes plus
-its length), then the anchored-units plan for that header, fetched as coalesced ranges into a
-`PrefetchedSource` that refuses any other read. No file digest is computed (that would mean
-downloading the file); a crawler gets it from the source's API instead.
+The remote path of DESIGN.md's "cheapest evidence first", in two steps so a caller can stop
+between them: `read_headers` (one request per file: the first 64 KiB hold the 8-byte length and,
+for real checkpoints, the whole header), then — only when the architecture prefilter lets the
+candidate through — `fingerprint` fetches the anchored-units plan as coalesced ranges into a
+`PrefetchedSource` per file, which refuses any other read. No file digest is computed (that
+would mean downloading the file); crawlers take it from the source's API instead.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import httpx2
 
 from monitor.errors import InputError
 from monitor.fingerprint import ModelFingerprint, architecture, units
+from monitor.formats.base import ByteSource
 from monitor.formats.http import HttpRangeSource
-from monitor.formats.ranges import PrefetchedSource
-from monitor.formats.safetensors import SafetensorsReader, parse_header
+from monitor.formats.ranges import HeadCache, PrefetchedSource
+from monitor.formats.safetensors import SafetensorsHeader, SafetensorsReader, parse_header
+from monitor.records import TensorInfo, WeightFile
 
 COALESCE_GAP = 4 << 10  # ranges closer than this are fetched as one request (a few KB of waste
 # costs less than a round trip; much more would break the 1 % budget on small models)
+MAX_REMOTE_HEADER = 16 << 20  # real headers are KBs (a 7B shard's is ~30 KB); more is hostile
+
+
+@dataclass(frozen=True)
+class RemoteHeaders:
+    """The parsed headers of one candidate's safetensors files, with their sources."""
+
+    sources: tuple[HeadCache, ...]
+    headers: tuple[SafetensorsHeader, ...]
+
+    @property
+    def tensors(self) -> list[TensorInfo]:
+        return [t for h in self.headers for t in h.tensors]
+
+
+def read_headers(sources: Sequence[ByteSource]) -> RemoteHeaders:
+    """Parse each file's safetensors header (WeightFormatError names a file that lies)."""
+    cached = tuple(HeadCache(s) for s in sources)
+    return RemoteHeaders(cached, tuple(parse_header(s, MAX_REMOTE_HEADER) for s in cached))
+
+
+def fingerprint(remote: RemoteHeaders, files: Sequence[WeightFile] = ()) -> ModelFingerprint:
+    """The suspect fingerprint: architecture from the headers, units from the planned ranges.
+
+    `files` (with the digests the source published) ride along for exact matching.
+    """
+    wanted: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for spec in units.plan(remote.tensors):
+        wanted[spec.tensor.file].append(spec.byte_range)
+    with ExitStack() as stack:
+        readers = []
+        for source, header in zip(remote.sources, remote.headers, strict=True):
+            ranges = [(0, header.data_start)] + wanted.get(source.name, [])
+            prefetched = PrefetchedSource.fetch(source, ranges, gap=COALESCE_GAP)
+            readers.append(stack.enter_context(SafetensorsReader(prefetched)))
+        tensors = [t for r in readers for t in r.tensors()]
+        return ModelFingerprint(tuple(files), (), architecture.signature(tensors),
+                                units.compute(readers, owned=False))
 
 
 @dataclass(frozen=True)
@@ -41,10 +86,5 @@ def fingerprint_url(url: str, client: httpx2.Client) -> RemoteFingerprint:
     if not httpx2.URL(url).path.endswith(".safetensors"):
         raise InputError(f"{url}: remote scans read .safetensors files only")
     source = HttpRangeSource(url, client)
-    header = parse_header(source)
-    ranges = [(0, header.data_start)] + [s.byte_range for s in units.plan(header.tensors)]
-    with SafetensorsReader(PrefetchedSource.fetch(source, ranges, gap=COALESCE_GAP)) as reader:
-        tensors = reader.tensors()
-        fp = ModelFingerprint((), (), architecture.signature(tensors),
-                              units.compute([reader], owned=False))
+    fp = fingerprint(read_headers([source]))
     return RemoteFingerprint(fp, source.bytes_fetched, source.size, source.requests)

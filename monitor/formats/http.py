@@ -45,7 +45,8 @@ class HttpRangeSource(ByteSource):
 
     def __init__(self, url: str, client: httpx2.Client, *, max_read: int = MAX_READ,
                  max_redirects: int = 5, retries: int = 3, retry_after_cap: float = 30.0,
-                 backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> None:
+                 backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 size: int | None = None) -> None:
         self.name = url
         self._client = client
         try:
@@ -58,7 +59,9 @@ class HttpRangeSource(ByteSource):
         self._sleep = sleep
         self.bytes_fetched = 0
         self.requests = 0
-        self.size = self._probe_size()
+        # A size the source's API already published saves a round trip; every range answer is
+        # still checked against it (Content-Range carries the total).
+        self.size = size if size is not None else self._probe_size()
 
     # -- ByteSource ------------------------------------------------------------------------------
 

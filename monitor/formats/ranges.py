@@ -53,3 +53,34 @@ class PrefetchedSource(ByteSource):
                 return data[offset - begin:offset - begin + length]
         raise WeightFormatError(self.name, f"bytes {offset}..{offset + length} were not fetched "
                                 "(outside the planned ranges)")
+
+
+class HeadCache(ByteSource):
+    """A source whose first `head` bytes are fetched in one request and kept.
+
+    A safetensors header is read as 8 bytes then the JSON: two round trips, and the planned
+    ranges would fetch it a third time. One speculative read of the head serves all three.
+    Headers are a few KB (tiny models) to ~100 KB, so the head is 0.1 % of the file, between
+    4 KiB and 64 KiB: the speculation never costs more than a tenth of the 1 % read budget, and
+    a longer header costs one more request.
+    """
+
+    def __init__(self, source: ByteSource, head: int | None = None) -> None:
+        self.name, self.size = source.name, source.size
+        self._source = source
+        head = head if head is not None else max(4 << 10, min(64 << 10, source.size // 1000))
+        self._head_len = min(head, source.size)
+        self._head: bytes | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._head is None:
+            self._head = self._source.read(0, self._head_len)
+        if offset + length <= self._head_len:
+            return self._head[offset:offset + length]
+        if offset < self._head_len:
+            return self._head[offset:] + self._source.read(self._head_len,
+                                                           offset + length - self._head_len)
+        return self._source.read(offset, length)
+
+    def close(self) -> None:
+        self._source.close()

@@ -174,12 +174,12 @@ def _metadata(value: object) -> dict[str, str]:
     return dict(value)
 
 
-def _parse(source: ByteSource) -> SafetensorsHeader:
+def _parse(source: ByteSource, max_header: int) -> SafetensorsHeader:
     if source.size < 8:
         raise _HeaderProblem(f"file is {source.size} bytes, shorter than the 8-byte header length")
     (header_len,) = struct.unpack("<Q", source.read(0, 8))
-    if header_len > MAX_HEADER_BYTES:
-        raise _HeaderProblem(f"header length {header_len} exceeds the 100 MB limit")
+    if header_len > max_header:
+        raise _HeaderProblem(f"header length {header_len} exceeds the {max_header:,}-byte limit")
     if 8 + header_len > source.size:
         raise _HeaderProblem(f"header length {header_len} runs past the end of the "
                              f"{source.size}-byte file")
@@ -216,10 +216,13 @@ def _parse(source: ByteSource) -> SafetensorsHeader:
     return SafetensorsHeader(tensors=tensors, metadata=metadata, header_len=header_len)
 
 
-def parse_header(source: ByteSource) -> SafetensorsHeader:
-    """Read and validate the header of the safetensors file behind `source` (no tensor bytes)."""
+def parse_header(source: ByteSource, max_header: int = MAX_HEADER_BYTES) -> SafetensorsHeader:
+    """Read and validate the header of the safetensors file behind `source` (no tensor bytes).
+
+    Remote readers pass a lower `max_header`: a server claiming a 90 MB header is lying.
+    """
     try:
-        return _parse(source)
+        return _parse(source, max_header)
     except _HeaderProblem as e:
         raise WeightFormatError(source.name, str(e)) from None
 

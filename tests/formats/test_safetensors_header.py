@@ -66,8 +66,8 @@ def test_null_metadata_and_padding_are_accepted() -> None:
 BAD: list[tuple[str, bytes, str]] = [
     ("shorter than 8 bytes", b"\x01\x02\x03", "file is 3 bytes, shorter than the 8-byte header length"),
     ("header 10 GB", struct.pack("<Q", 10_000_000_000) + b"{}",
-     "header length 10000000000 exceeds the 100 MB limit"),
-    ("header just over limit", struct.pack("<Q", 100_000_001) + b"{}", "exceeds the 100 MB limit"),
+     "header length 10000000000 exceeds the 100,000,000-byte limit"),
+    ("header just over limit", struct.pack("<Q", 100_000_001) + b"{}", "exceeds the 100,000,000-byte limit"),
     ("header past end", struct.pack("<Q", 1000) + b"{}",
      "header length 1000 runs past the end of the 10-byte file"),
     ("not utf-8", safetensors_bytes(None, raw_header=b'{"\xff": 1}'), "header is not valid UTF-8"),
