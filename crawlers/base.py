@@ -48,7 +48,7 @@ class Candidate:
     source: str  # the crawler's name
     location: str  # hf://owner/repo, a release page, a URL: what an alert links to
     revision: str  # commit sha, release id + update time, ETag: same revision = nothing new
-    files: tuple[RemoteFile, ...]
+    files: tuple[RemoteFile, ...] | None  # None: not listed yet, `Crawler.describe` lists them
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,17 @@ class Crawler(ABC):
         high-water mark). Errors of the listing itself are raised as `MonitorError`s: the sweep
         records them against the scope and goes on with the next.
         """
+
+    def describe(self, candidate: Candidate) -> Candidate:
+        """The candidate with its files listed, for crawlers whose listing gives revisions only.
+
+        The Hub's listing carries each repo's commit sha but not its files (those cost one
+        request per repo), so `discover` yields files=None and the sweep calls this only for
+        revisions it has not seen: an unchanged repo costs nothing beyond its listing entry.
+        """
+        if candidate.files is None:
+            raise NotImplementedError(f"{self.name} yielded a candidate without files")
+        return candidate
 
     def refresh(self, location: str) -> Candidate | None:
         """The candidate at `location` as it is now, to retry one that failed last sweep.

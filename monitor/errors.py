@@ -7,6 +7,8 @@ and prints that line; anything outside the tree is a bug (exit 3, traceback only
     MonitorError                  (exit 2 unless a subclass says otherwise)
     ├── InputError                bad input the user handed us
     │   ├── WeightFormatError     a weight file that is corrupt, lies in its header, or is unsafe
+    │   │   └── FetchError        a remote one could not be fetched (timeout, refused, HTTP error):
+    │   │                         worth retrying, unlike a file that lies
     │   ├── NoWeightsError        a path with no weight file we can read
     │   ├── ConfigError           a config key with a bad value (names key, value, what is allowed)
     │   └── NotFoundError         a model or event id that is not in the registry
@@ -44,6 +46,14 @@ class WeightFormatError(InputError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class FetchError(WeightFormatError):
+    """A remote weight file could not be fetched: connection, timeout, an HTTP error status.
+
+    Separate from its parent because a sweep treats it differently: a file that lies is skipped
+    for good at that revision, one that could not be fetched is retried next sweep.
+    """
 
 
 class NoWeightsError(InputError):

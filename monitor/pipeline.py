@@ -17,7 +17,8 @@ import httpx2
 from monitor import fingerprint as fp
 from monitor.fingerprint import ModelFingerprint
 from monitor.formats.discover import open_weights
-from monitor.match import Thresholds, judge
+from monitor.match import Thresholds
+from monitor.owned import OwnedModels
 from monitor.records import EventRecord, Match, ModelRecord, NewEvent
 from monitor.registry import Registry
 from monitor.remote import RemoteFingerprint, fingerprint_url
@@ -68,16 +69,7 @@ class ScanResult:
 def match_against_registry(registry: Registry, suspect: ModelFingerprint,
                            thresholds: Thresholds) -> list[Match]:
     """Judge the suspect against every registered model, strongest verdicts first."""
-    matches = []
-    for model in registry.list_models():
-        owned = ModelFingerprint.from_stored(registry.model_files(model.id),
-                                             registry.model_tensors(model.id),
-                                             registry.model_fingerprints(model.id))
-        m = judge(model, owned, suspect, thresholds)
-        if m is not None:
-            matches.append(m)
-    order = ["exact", "repackaged", "derivative"]
-    return sorted(matches, key=lambda m: (order.index(m.verdict.value), -m.score))
+    return OwnedModels.load(registry).judge(suspect, thresholds)
 
 
 def record_matches(registry: Registry, location: str, matches: list[Match], *, actor: str,

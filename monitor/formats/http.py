@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import httpx2
 
-from monitor.errors import WeightFormatError
+from monitor.errors import FetchError, WeightFormatError
 from monitor.formats.base import ByteSource, one_line
 
 MAX_READ = 64 << 20
@@ -98,7 +98,7 @@ class HttpRangeSource(ByteSource):
             elif response.status_code == 200:
                 raise self._error("server ignored the Range header and sent no size in a HEAD")
             else:
-                raise self._error(f"HTTP {response.status_code} asking for the size")
+                raise FetchError(self.name, f"HTTP {response.status_code} asking for the size")
             raise self._error(f"no usable size: HEAD had no Content-Length and a 1-byte range "
                               f"answered Content-Range {content_range!r}")
 
@@ -114,7 +114,7 @@ class HttpRangeSource(ByteSource):
                     return self._body(response, length, ignored_range=True)
                 raise self._error("server ignored the Range header (HTTP 200 instead of 206)")
             if response.status_code != 206:
-                raise self._error(f"HTTP {response.status_code} for bytes {offset}-{last}")
+                raise FetchError(self.name, f"HTTP {response.status_code} for bytes {offset}-{last}")
             got = response.headers.get("Content-Range", "")
             if got != f"bytes {offset}-{last}/{self.size}":
                 raise self._error(f"asked for bytes {offset}-{last}/{self.size} but the server "
@@ -210,13 +210,13 @@ class HttpRangeSource(ByteSource):
     def _error(self, problem: str) -> WeightFormatError:
         return WeightFormatError(self.name, problem)
 
-    def _translate(self, e: httpx2.HTTPError) -> WeightFormatError:
+    def _translate(self, e: httpx2.HTTPError) -> FetchError:
         """One line for an httpx2 failure: what kind it was, and the library's words if any."""
         kind = {httpx2.TimeoutException: "timed out", httpx2.ConnectError: "cannot connect",
                 httpx2.TooManyRedirects: "too many redirects"}
         label = next((text for cls, text in kind.items() if isinstance(e, cls)), "HTTP failure")
         detail = one_line(str(e)) if str(e) else ""
-        return self._error(f"{label} ({type(e).__name__}{': ' + detail if detail else ''})")
+        return FetchError(self.name, f"{label} ({type(e).__name__}{': ' + detail if detail else ''})")
 
 
 def _identity(response: httpx2.Response) -> bool:

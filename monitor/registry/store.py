@@ -188,6 +188,31 @@ class Registry(EventStore):
             [source, location, revision]).fetchone() is not None
 
     @operation
+    def candidate_status(self, source: str, location: str, revision: str) -> str | None:
+        """The recorded status of this revision (None: never seen)."""
+        row = self._db.execute(
+            "SELECT status FROM candidates WHERE source = ? AND location = ? AND revision = ?",
+            [source, location, revision]).fetchone()
+        return None if row is None else row[0]
+
+    @operation
+    def failed_candidates(self, source: str) -> list[tuple[str, str]]:
+        """(location, revision) of this source's candidates whose last attempt failed."""
+        return [tuple(r) for r in self._db.execute(
+            "SELECT location, revision FROM candidates WHERE source = ? AND status = 'failed' "
+            "ORDER BY last_seen", [source]).fetchall()]
+
+    @operation
+    def candidates(self, *, source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Recorded candidates, newest first (for `monitor candidates` and tests)."""
+        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        sql = (f"SELECT id, source, location, revision, first_seen, last_seen, status, reason, "
+               f"bytes_read, verdict FROM candidates {where} ORDER BY last_seen DESC, id DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self._db.query(sql, args)]
+
+    @operation
     def record_candidate(self, source: str, location: str, revision: str, *, status: str,
                          bytes_read: int = 0, reason: str | None = None,
                          verdict: str | None = None) -> int:

@@ -65,6 +65,22 @@ def plan(tensors: Sequence[TensorInfo]) -> list[features.ReadSpec]:
     return features.plan(layout, features.suspect_rows(layout, features.total_bytes(tensors)))
 
 
+def compatibility(tensors: Sequence[TensorInfo]) -> tuple[str, int, int] | None:
+    """From tensor shapes alone: (anchoring, feature dimension, unit width), or None.
+
+    Two models can only be compared when the first two agree (`compare` returns None
+    otherwise); the unit width (the hidden size for transformers) survives every transform we
+    claim to catch — permutations, rotations, casts, quantization, pruning, fine-tuning — so a
+    candidate whose width differs from every registered model's is not worth a byte range.
+    """
+    layout = find_layout(tensors)
+    if layout is None:
+        return None
+    width = layout.units[0].width
+    k = features.anchor_window(layout.embedding)[1] if layout.embedding is not None else width
+    return layout.anchored_by, k, width
+
+
 def compute(readers: Sequence[WeightReader], *, owned: bool) -> UnitsFingerprint | None:
     """Fingerprint a model: every unit when `owned`, else only what `plan` lists."""
     infos = [t for r in readers for t in r.tensors()]

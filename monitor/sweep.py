@@ -1,0 +1,167 @@
+"""One sweep of one crawler over its scopes: discover, triage in parallel, record in order.
+
+Discovery runs on the calling thread and triage on a bounded pool (network latency, not CPU,
+is what a sweep waits for). Every write to the registry happens on the calling thread, in
+discovery order, so a scope's cursor is stored only once every candidate before it is recorded:
+a sweep killed half way resumes where it stopped and loses nothing.
+
+A revision already recorded is not fetched again (unless its last attempt failed); candidates
+that failed are retried first, through `Crawler.refresh`. Nothing a source does ends the sweep:
+listing errors are kept per scope, candidate problems become recorded skips or failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from crawlers.base import Candidate, Crawler, Settings
+from monitor.errors import MonitorError
+from monitor.match import Thresholds
+from monitor.owned import OwnedModels
+from monitor.pipeline import record_matches
+from monitor.registry import Registry
+from monitor.triage import Outcome, summarise, triage
+
+log = logging.getLogger(__name__)
+
+RETRY_SCOPE = "(retry)"  # the pseudo-scope under which failed candidates are retried
+
+
+@dataclass
+class ScopeRun:
+    """Counts for one crawler scope in one sweep (what `monitor run-once` prints)."""
+
+    crawler: str
+    scope: str
+    seen: int = 0  # candidates discovered
+    new: int = 0  # revisions not recorded before (or failed last time): triaged now
+    fingerprinted: int = 0  # triaged down to the planned byte ranges
+    matched: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes_read: int = 0  # weight-file bytes fetched (headers and ranges)
+    errors: list[str] = field(default_factory=list)  # listing failures, one line each
+
+    def add(self, outcome: Outcome) -> None:
+        self.bytes_read += outcome.bytes_read
+        self.fingerprinted += outcome.fingerprinted
+        self.matched += outcome.status == "matched"
+        self.skipped += outcome.status == "skipped"
+        self.failed += outcome.status == "failed"
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("crawler", "scope", "seen", "new", "fingerprinted",
+                                               "matched", "skipped", "failed", "bytes_read",
+                                               "errors")}
+
+
+OnOutcome = Callable[[ScopeRun, Candidate, Outcome], None]
+
+
+def _ignore(_run: ScopeRun, _candidate: Candidate, _outcome: Outcome) -> None:
+    pass
+
+
+@dataclass
+class Sweep:
+    """Runs one crawler's scopes against a registry; built by the CLI or the scheduler."""
+
+    registry: Registry
+    crawler: Crawler
+    owned: OwnedModels
+    thresholds: Thresholds
+    actor: str
+    concurrency: int = 8
+    channels: Sequence[str] = ()
+    on_outcome: OnOutcome = _ignore
+
+    def run(self, scopes: Mapping[str, Settings]) -> list[ScopeRun]:
+        runs = []
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=self.crawler.name) as pool:
+            retry = self._retry_failed(pool)
+            if retry.seen:
+                runs.append(retry)
+            for name, scope in scopes.items():
+                runs.append(self._scope(pool, name, scope))
+        return runs
+
+    # -- scopes ----------------------------------------------------------------------------------
+
+    def _scope(self, pool: ThreadPoolExecutor, name: str, scope: Settings) -> ScopeRun:
+        run = ScopeRun(self.crawler.name, name)
+        pending: deque[tuple[Candidate | None, Future[Outcome] | None, str | None]] = deque()
+        cursor = self.registry.get_cursor(self.crawler.name, name)
+        try:
+            for found in self.crawler.discover(scope, cursor):
+                run.seen += 1
+                c = found.candidate
+                status = self.registry.candidate_status(c.source, c.location, c.revision)
+                if status is None or status == "failed":
+                    run.new += 1
+                    pending.append((c, pool.submit(self._triage, c), found.cursor))
+                else:
+                    pending.append((None, None, found.cursor))
+                self._drain(run, name, pending, limit=2 * self.concurrency)
+        except MonitorError as e:
+            run.errors.append(str(e))
+            log.warning("listing failed", extra={"crawler": self.crawler.name, "scope": name,
+                                                 "error": str(e)})
+        finally:
+            self._drain(run, name, pending, limit=0)
+        return run
+
+    def _retry_failed(self, pool: ThreadPoolExecutor) -> ScopeRun:
+        run = ScopeRun(self.crawler.name, RETRY_SCOPE)
+        pending = deque()
+        for location, _revision in self.registry.failed_candidates(self.crawler.name):
+            try:
+                c = self.crawler.refresh(location)
+            except MonitorError as e:
+                run.errors.append(str(e))
+                continue
+            if c is None:
+                continue
+            run.seen += 1
+            run.new += 1
+            pending.append((c, pool.submit(self._triage, c), None))
+            self._drain(run, None, pending, limit=2 * self.concurrency)
+        self._drain(run, None, pending, limit=0)
+        return run
+
+    # -- triage and recording --------------------------------------------------------------------
+
+    def _triage(self, candidate: Candidate) -> Outcome:
+        """On a worker thread: list the files if the crawler has not yet, then triage."""
+        try:
+            candidate = self.crawler.describe(candidate)
+        except MonitorError as e:
+            return Outcome("failed", str(e))
+        return triage(candidate, self.crawler.open, self.owned, self.thresholds)
+
+    def _drain(self, run: ScopeRun, scope: str | None, pending: deque, *, limit: int) -> None:
+        """Record finished candidates in order; wait while more than `limit` are in flight."""
+        while pending and (len(pending) > limit or pending[0][1] is None or pending[0][1].done()):
+            candidate, future, cursor = pending.popleft()
+            if future is not None:
+                self._record(run, candidate, future.result())
+            if cursor is not None and scope is not None:
+                self.registry.set_cursor(self.crawler.name, scope, cursor)
+
+    def _record(self, run: ScopeRun, c: Candidate, outcome: Outcome) -> None:
+        """Events first, then the candidate row: a crash between the two re-triages the
+        candidate next sweep, and the event store deduplicates the second detection."""
+        run.add(outcome)
+        record_matches(self.registry, c.location, list(outcome.matches), actor=self.actor,
+                       record_events=True, channels=self.channels)
+        self.registry.record_candidate(c.source, c.location, c.revision, status=outcome.status,
+                                       bytes_read=outcome.bytes_read, reason=outcome.reason,
+                                       verdict=summarise(outcome.matches)
+                                       or ("none" if outcome.status == "no_match" else None))
+        log.info("candidate", extra={"crawler": c.source, "location": c.location,
+                                     "revision": c.revision, "status": outcome.status,
+                                     "reason": outcome.reason, "bytes": outcome.bytes_read})
+        self.on_outcome(run, c, outcome)
