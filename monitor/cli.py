@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from monitor import __version__, config, logs, render
-from monitor.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_MATCH, EXIT_OK, MonitorError
+from monitor.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_MATCH, EXIT_OK, InputError, MonitorError
 from monitor.match import Thresholds
 from monitor.records import EventStatus
 from monitor.registry import Registry
@@ -121,13 +121,15 @@ def register(ctx: typer.Context, path: Path = typer.Argument(..., help="Weight f
 
 @app.command()
 def scan(ctx: typer.Context,
-         target: str = typer.Argument(..., help="Suspect weight file or folder, or an http(s) URL of a .safetensors file.")) -> None:
+         target: str = typer.Argument(..., help="Suspect weight file or folder, an http(s) URL of a .safetensors file, or hf://owner/repo[@revision].")) -> None:
     """Fingerprint a suspect and report every registered model it resembles (exit 1 on a match)."""
     from monitor import pipeline, remote
 
     st = _state(ctx)
-    cost: dict[str, int] = {}
-    if remote.is_url(target):
+    cost: dict[str, int | str] = {}
+    if target.startswith("hf://"):
+        result, cost = _scan_hub(st, target)
+    elif remote.is_url(target):
         import httpx2
 
         headers = {"User-Agent": f"provenance-monitor/{__version__}"}
@@ -145,8 +147,9 @@ def scan(ctx: typer.Context,
             render.match_json(m, events.get(m.model_id)) for m in result.matches]})
     else:
         if cost:
+            requests = f" in {cost['requests']} requests" if "requests" in cost else ""
             out.print(f"read {cost['bytes_read']:,} of {cost['size']:,} bytes "
-                      f"({100 * cost['bytes_read'] / max(cost['size'], 1):.2f} %) in {cost['requests']} requests")
+                      f"({100 * int(cost['bytes_read']) / max(int(cost['size']), 1):.2f} %){requests}")
         if result.matches:
             out.print(render.matches_table(result.target, list(result.matches)))
         else:
@@ -243,11 +246,58 @@ def plugins(ctx: typer.Context) -> None:
         out.print("no crawler plugins installed")
 
 
+def _scan_hub(st: State, target: str) -> tuple[object, dict[str, int | str]]:
+    from monitor import enabled, pipeline
+
+    repo, _, revision = target.removeprefix("hf://").partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise InputError(f"{target}: expected hf://owner/repo or hf://owner/repo@revision")
+    crawler = enabled.crawler(st.settings, "hf_hub", os.environ)
+    try:
+        candidate = crawler.candidate(repo, revision or None)  # type: ignore[attr-defined]
+        result, outcome = pipeline.scan_candidate(st.registry, crawler, candidate,
+                                                  thresholds=st.thresholds, actor=_actor(),
+                                                  record_events=st.settings.scan.record_events)
+    finally:
+        crawler.close()
+    size = sum(f.size or 0 for f in candidate.files or ())
+    return result, {"revision": candidate.revision, "bytes_read": outcome.bytes_read, "size": size}
+
+
 @app.command("run-once")
-def run_once(ctx: typer.Context) -> None:
-    """Run every enabled crawler once and print a summary."""
-    _state(ctx)
-    err.print("run-once: no crawlers are enabled (crawler plugins are not installed in this version)")
+def run_once(ctx: typer.Context,
+             only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable).")) -> None:
+    """Run every enabled crawler once over its scopes and print a summary."""
+    from monitor import enabled
+    from monitor.owned import OwnedModels
+    from monitor.sweep import Sweep
+
+    st = _state(ctx)
+    configured = enabled.build(st.settings, os.environ, only)
+    if not configured:
+        err.print("error: no crawler is enabled: add a [crawlers.<name>] table with a scope to the "
+                  "config (see config/monitor.example.toml)")
+        raise typer.Exit(EXIT_INPUT)
+    owned = OwnedModels.load(st.registry)
+    if not len(owned):
+        err.print("error: no models are registered, so nothing could match: "
+                  "monitor register PATH --name NAME")
+        raise typer.Exit(EXIT_INPUT)
+    runs, matches = [], []
+    with render.SweepProgress(err, disabled=st.json or not err.is_terminal) as progress:
+        for c in configured:
+            def on_outcome(run, candidate, outcome, _c=c) -> None:
+                progress.update(run)
+                matches.extend((candidate.location, m) for m in outcome.matches)
+            try:
+                runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
+                              concurrency=c.settings.concurrency, on_outcome=on_outcome).run(c.scopes)
+            finally:
+                c.crawler.close()
+    if st.json:
+        render.print_json(out, render.sweep_json(runs, matches))
+    else:
+        render.print_sweep(out, runs, matches)
 
 
 @app.command()

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import httpx2
 
+from crawlers.base import Candidate, Crawler
+from monitor.errors import InputError, SourceError
+
 from monitor import fingerprint as fp
 from monitor.fingerprint import ModelFingerprint
 from monitor.formats.discover import open_weights
 from monitor.match import Thresholds
 from monitor.owned import OwnedModels
+from monitor.triage import Outcome, summarise, triage
 from monitor.records import EventRecord, Match, ModelRecord, NewEvent
 from monitor.registry import Registry
 from monitor.remote import RemoteFingerprint, fingerprint_url
@@ -108,3 +112,26 @@ def scan_url(registry: Registry, url: str, client: httpx2.Client, *, thresholds:
     events = record_matches(registry, url, matches, actor=actor, record_events=record_events,
                             channels=channels)
     return ScanResult(url, tuple(matches), events), remote_fp
+
+
+def scan_candidate(registry: Registry, crawler: Crawler, candidate: Candidate, *,
+                   thresholds: Thresholds, actor: str, record_events: bool = True,
+                   channels: Sequence[str] = ()) -> tuple[ScanResult, Outcome]:
+    """Triage one crawled candidate now (`monitor scan hf://...`) and record it as a sweep would.
+
+    A candidate that cannot be read raises its reason: asked about one thing, the user gets
+    an error, not an empty answer.
+    """
+    outcome = triage(candidate, crawler.open, OwnedModels.load(registry), thresholds)
+    where = f"{candidate.location}@{candidate.revision[:12]}"
+    if outcome.status == "failed":
+        raise SourceError(crawler.name, f"{where}: {outcome.reason}")
+    if outcome.status == "skipped":
+        raise InputError(f"{where}: {outcome.reason}")
+    events = record_matches(registry, candidate.location, list(outcome.matches), actor=actor,
+                            record_events=record_events, channels=channels)
+    registry.record_candidate(candidate.source, candidate.location, candidate.revision,
+                              status=outcome.status, bytes_read=outcome.bytes_read,
+                              reason=outcome.reason,
+                              verdict=summarise(outcome.matches) or "none")
+    return ScanResult(candidate.location, outcome.matches, events), outcome

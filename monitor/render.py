@@ -86,3 +86,60 @@ def events_table(events: list[EventRecord]) -> Table:
         t.add_row(str(e.id), e.model_name, e.verdict.value, f"{e.score:.3f}", e.status.value,
                   e.location, e.created_at)
     return t
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+_COUNTS = ("seen", "new", "fingerprinted", "matched", "skipped", "failed", "bytes_read")
+
+
+def sweep_json(runs: list, matches: list[tuple[str, Match]]) -> dict[str, Any]:
+    """`monitor run-once --json`: one entry per crawler scope, totals, and every match."""
+    return {"runs": [r.as_dict() for r in runs],
+            "totals": {k: sum(getattr(r, k) for r in runs) for k in _COUNTS},
+            "matches": [{"location": loc, "model": m.model_name, "verdict": m.verdict.value,
+                         "score": m.score, "p_value": m.p_value} for loc, m in matches]}
+
+
+def print_sweep(console: Console, runs: list, matches: list[tuple[str, Match]]) -> None:
+    table = Table(title="sweep", title_justify="left")
+    for col in ("crawler", "scope", *_COUNTS[:-1], "weight bytes read"):
+        table.add_column(col, justify="left" if col in ("crawler", "scope") else "right")
+    for r in runs:
+        table.add_row(r.crawler, r.scope, *(f"{getattr(r, k):,}" for k in _COUNTS))
+    if len(runs) > 1:
+        table.add_row("total", "", *(f"{sum(getattr(r, k) for r in runs):,}" for k in _COUNTS),
+                      style="bold")
+    console.print(table)
+    for r in runs:
+        for e in r.errors:
+            console.print(f"[yellow]listing error[/] {r.crawler}/{r.scope}: {e}", markup=True)
+    for location, m in matches:
+        p = f", p = {m.p_value:.1e}" if m.p_value is not None else ""
+        console.print(f"MATCH {location} is {m.verdict.value} of {m.model_name}{p}")
+
+
+class SweepProgress:
+    """A one-line live count per crawler scope on stderr (off under --json or when piped)."""
+
+    def __init__(self, console: Console, *, disabled: bool) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console,
+                              transient=True, disable=disabled)
+        self._tasks: dict[tuple[str, str], Any] = {}
+
+    def __enter__(self) -> SweepProgress:
+        self._bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.__exit__(*exc)
+
+    def update(self, run: Any) -> None:
+        key = (run.crawler, run.scope)
+        if key not in self._tasks:
+            self._tasks[key] = self._bars.add_task("")
+        self._bars.update(self._tasks[key], description=(
+            f"{run.crawler}/{run.scope}: {run.seen:,} seen · {run.new:,} new · "
+            f"{run.matched:,} matched · {run.skipped:,} skipped · {run.bytes_read / 1e6:,.1f} MB read"))

@@ -81,6 +81,7 @@ class Sweep:
 
     def run(self, scopes: Mapping[str, Settings]) -> list[ScopeRun]:
         runs = []
+        self._handled: set[tuple[str, str]] = set()  # (location, revision) triaged this sweep
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=self.crawler.name) as pool:
             retry = self._retry_failed(pool)
             if retry.seen:
@@ -100,7 +101,8 @@ class Sweep:
                 run.seen += 1
                 c = found.candidate
                 status = self.registry.candidate_status(c.source, c.location, c.revision)
-                if status is None or status == "failed":
+                if (status is None or status == "failed") and (c.location, c.revision) not in self._handled:
+                    self._handled.add((c.location, c.revision))
                     run.new += 1
                     pending.append((c, pool.submit(self._triage, c), found.cursor))
                 else:
@@ -127,6 +129,7 @@ class Sweep:
                 continue
             run.seen += 1
             run.new += 1
+            self._handled.add((c.location, c.revision))
             pending.append((c, pool.submit(self._triage, c), None))
             self._drain(run, None, pending, limit=2 * self.concurrency)
         self._drain(run, None, pending, limit=0)
