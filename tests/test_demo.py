@@ -18,5 +18,13 @@ def test_demo_gives_the_expected_verdict_for_every_suspect(tmp_path):
     assert verdicts["converted to pytorch_model.bin"] == ("repackaged", "repackaged", "yes")
     assert verdicts["fp16 copy"][1] == "derivative"
     assert verdicts["unrelated model, same architecture"][1] == "none"
+    # The same files published on the local Hub and swept by the hf_hub crawler.
+    assert verdicts["hf://uploader-0/exact-copy"][1:] == ("exact", "yes")
+    assert verdicts["hf://uploader-2/converted"][1:] == ("skipped", "yes")
+    assert verdicts["hf://uploader-3/fp16"][1:] == ("derivative", "yes")
+    assert verdicts["hf://uploader-5/unrelated"][1:] == ("none", "yes")
     events = json.loads(run_monitor("--json", "events", "list", db=tmp_path / "demo-registry.db").stdout)
-    assert len(events) == 5 and {e["model_name"] for e in events} == {"all-MiniLM-L6-v2"}
+    assert {e["model_name"] for e in events} == {"all-MiniLM-L6-v2"}
+    assert sum(e["location"].startswith("hf://") for e in events) == 4 and len(events) == 9
+    rerun = run_monitor("demo", "--workdir", tmp_path, timeout=300)  # same workdir again
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr

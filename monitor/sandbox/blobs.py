@@ -5,7 +5,7 @@ tests need a 2 GB "config.json"; neither may be held in memory or written to dis
 stores a `Blob` — a size, a SHA-256 and `read(start, end)` — and the CDN asks it only for the
 range a client requested, in chunks (`iter_range`).
 
-- `BytesBlob`: real bytes; its sha256 is the real digest.
+- `BytesBlob`: real bytes; its sha256 is the real digest. `FileBlob`: the same, from a file.
 - `SyntheticSafetensors`: a valid safetensors file for a given tensor layout whose data area is
   generated deterministically from a seed, for any byte range.
 - `SizedBlob`: `prefix` then `fill` repeated up to `size` bytes (hostile and size tests).
@@ -26,6 +26,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -96,6 +97,30 @@ class BytesBlob:
 
     def read(self, start: int, end: int) -> bytes:
         return self.data[start:end]
+
+
+@dataclass(frozen=True)
+class FileBlob:
+    """A file on disk, read by range when asked (`monitor demo` publishes ~0.5 GB this way)."""
+
+    path: str
+
+    @cached_property
+    def size(self) -> int:
+        return Path(self.path).stat().st_size
+
+    @cached_property
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            while chunk := f.read(STREAM_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def read(self, start: int, end: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            return f.read(max(0, min(end, self.size) - start))
 
 
 @dataclass(frozen=True)
