@@ -28,6 +28,7 @@ from monitor.records import TensorInfo, WeightFile
 COALESCE_GAP = 4 << 10  # ranges closer than this are fetched as one request (a few KB of waste
 # costs less than a round trip; much more would break the 1 % budget on small models)
 MAX_REMOTE_HEADER = 16 << 20  # real headers are KBs (a 7B shard's is ~30 KB); more is hostile
+PARALLEL_RANGES = 4  # ranges of one file in flight at once (latency, not bandwidth, is the cost)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def fingerprint(remote: RemoteHeaders, files: Sequence[WeightFile] = ()) -> Mode
         readers = []
         for source, header in zip(remote.sources, remote.headers, strict=True):
             ranges = [(0, header.data_start)] + wanted.get(source.name, [])
-            prefetched = PrefetchedSource.fetch(source, ranges, gap=COALESCE_GAP)
+            prefetched = PrefetchedSource.fetch(source, ranges, gap=COALESCE_GAP,
+                                                parallel=PARALLEL_RANGES)
             readers.append(stack.enter_context(SafetensorsReader(prefetched)))
         tensors = [t for r in readers for t in r.tensors()]
         return ModelFingerprint(tuple(files), (), architecture.signature(tensors),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,7 @@ class HttpRangeSource(ByteSource):
         self.max_read, self.max_redirects = max_read, max_redirects
         self.retries, self.retry_after_cap, self.backoff = retries, retry_after_cap, backoff
         self._sleep = sleep
+        self._counts = threading.Lock()  # reads may run on several threads (PrefetchedSource)
         self.bytes_fetched = 0
         self.requests = 0
         # A size the source's API already published saves a round trip; every range answer is
@@ -129,7 +131,8 @@ class HttpRangeSource(ByteSource):
         buf = bytearray()
         try:
             for chunk in response.iter_raw():
-                self.bytes_fetched += len(chunk)
+                with self._counts:
+                    self.bytes_fetched += len(chunk)
                 buf += chunk
                 if len(buf) > length:
                     raise self._error("server ignored the Range header (body longer than the file)"
@@ -176,7 +179,8 @@ class HttpRangeSource(ByteSource):
             request.headers.pop("Authorization", None)  # client defaults are not for the CDN
         for _ in range(self.max_redirects + 1):
             try:
-                self.requests += 1
+                with self._counts:
+                    self.requests += 1
                 response = self._client.send(
                     request, stream=True, follow_redirects=False,
                     # Client-level auth (e.g. BasicAuth) would be re-added to a foreign origin.
