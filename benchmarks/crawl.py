@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -378,9 +379,10 @@ def run_child(cmd: list[str], env: dict[str, str], work: Path) -> tuple[int, flo
 class Bench:
     """A registry with the owned model in it, and run-once against a running HubProcess."""
 
-    def __init__(self, pop: Population, hub: HubProcess, work: Path, concurrency: int = 8) -> None:
+    def __init__(self, pop: Population, hub: HubProcess, work: Path, concurrency: int = 8,
+                 monitor: list[str] | None = None) -> None:
         self.pop, self.hub, self.work = pop, hub, work
-        self.monitor = str(Path(sys.executable).with_name("monitor"))
+        self.monitor = monitor or [str(Path(sys.executable).with_name("monitor"))]
         self.env = monitor_env(work)
         self.db = work / "registry.db"
         self.config = work / "monitor.toml"
@@ -391,7 +393,7 @@ class Bench:
         path.parent.mkdir(exist_ok=True)
         blob = owned_blob(self.pop)
         path.write_bytes(blob.read(0, blob.size))
-        code, _, _, out, err = run_child([self.monitor, "--db", str(self.db), "register", str(path),
+        code, _, _, out, err = run_child([*self.monitor, "--db", str(self.db), "register", str(path),
                                           "--name", OWNED_NAME], self.env, self.work)
         if code != 0:
             raise RuntimeError(f"monitor register failed ({code}): {err.strip() or out.strip()}")
@@ -399,7 +401,7 @@ class Bench:
     def run_once(self) -> Run:
         before = self.hub.stats()["cdn_bytes"]
         code, seconds, rss, out, err = run_child(
-            [self.monitor, "--db", str(self.db), "--config", str(self.config), "--json", "run-once"],
+            [*self.monitor, "--db", str(self.db), "--config", str(self.config), "--json", "run-once"],
             self.env, self.work)
         return Run(code, seconds, rss, out, err, self.hub.stats()["cdn_bytes"] - before)
 
@@ -458,9 +460,10 @@ def table(s: dict) -> str:
     return "\n".join(lines)
 
 
-def bench(pop: Population, work: Path, concurrency: int = 8) -> tuple[Run, Run, dict]:
+def bench(pop: Population, work: Path, concurrency: int = 8,
+          monitor: list[str] | None = None) -> tuple[Run, Run, dict]:
     with HubProcess(pop) as hub:
-        b = Bench(pop, hub, work, concurrency)
+        b = Bench(pop, hub, work, concurrency, monitor)
         b.register()
         first = b.run_once()
         second = b.run_once()
@@ -474,11 +477,13 @@ def main() -> int:
     ap.add_argument("--delay-ms", type=float, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--monitor", help="command to run instead of the installed `monitor` (another build)")
     args = ap.parse_args()
     pop = population(args.repos, args.derivatives, args.seed)
     pop = Population(pop.owned, pop.owned_seed, pop.repos, delay_s=args.delay_ms / 1000)
     with tempfile.TemporaryDirectory() as tmp:
-        first, second, s = bench(pop, Path(tmp), args.concurrency)
+        first, second, s = bench(pop, Path(tmp), args.concurrency,
+                                 shlex.split(args.monitor) if args.monitor else None)
     for run in (first, second):
         if run.report is None:
             print(f"run-once did not print the JSON summary (exit {run.exit}):\n{run.stderr[-2000:]}",
