@@ -119,14 +119,21 @@ class Sweep:
     def _retry_failed(self, pool: ThreadPoolExecutor) -> ScopeRun:
         run = ScopeRun(self.crawler.name, RETRY_SCOPE)
         pending = deque()
-        for location, _revision in self.registry.failed_candidates(self.crawler.name):
+        source = self.crawler.name
+        for location, revision in self.registry.failed_candidates(source):
             try:
                 c = self.crawler.refresh(location)
             except MonitorError as e:
                 run.errors.append(str(e))
                 continue
-            if c is None:
-                continue
+            if c is not None and c.revision == revision:
+                pass  # the same revision again: retry it
+            else:  # gone, or replaced: the failed row is closed so it is not retried forever
+                status, reason = (("gone", "no longer published") if c is None else
+                                  ("superseded", f"replaced by revision {c.revision}"))
+                self.registry.record_candidate(source, location, revision, status=status, reason=reason)
+                if c is None or self.registry.candidate_status(source, location, c.revision) not in (None, "failed"):
+                    continue
             run.seen += 1
             run.new += 1
             self._handled.add((c.location, c.revision))

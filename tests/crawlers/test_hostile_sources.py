@@ -196,11 +196,6 @@ def test_a_stalled_url_that_recovers_is_retried_and_then_left_alone(registry, se
     assert server.bytes_sent == sent
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "monitor/sweep.py Sweep._retry_failed (l. 122-133) retries each failed (location, revision) "
-    "by refresh(location) and records the result under the refreshed revision; when that differs "
-    "(url_list: 'unavailable' -> the HEAD's revision; the Hub: a new push) the failed row is never "
-    "updated, so every later sweep triages the location again and re-reads its bytes"))
 def test_a_url_that_comes_back_is_retried_once_then_left_alone(registry, server, derivative):
     url = f"{server.base}/files/late.safetensors"
     first = sweep(registry, "url_list", {}, {"urls": [url]}, timeout_s=1)
@@ -213,4 +208,6 @@ def test_a_url_that_comes_back_is_retried_once_then_left_alone(registry, server,
     sent = server.bytes_sent
     third = sweep(registry, "url_list", {}, {"urls": [url]}, timeout_s=1)
     assert [(r.scope, r.new, r.bytes_read) for r in third.runs] == [("hostile", 0, 0)]
+    old = {c["revision"]: c for c in registry.candidates(source="url_list")}["unavailable"]
+    assert old["status"] == "superseded" and "replaced by revision" in old["reason"]
     assert server.bytes_sent == sent
