@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants as hf_constants
 from safetensors.torch import save
 
 from benchmarks.zoo.llama import LMConfig, init_state_dict
@@ -14,32 +12,9 @@ from monitor import derive, pipeline
 from monitor.registry import Registry
 from monitor.sandbox.hub import HubServer
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
 @pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Online client, no token, no telemetry, and any socket off 127.0.0.1 is an error."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT", "GITHUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # read once at import
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(sock, address):
-        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
-            raise AssertionError(f"test tried to reach {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOOPBACK:
-            raise AssertionError(f"test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+def _loopback(loopback_only) -> None:
+    """Every crawler test: only 127.0.0.1, huggingface_hub online and without telemetry."""
 
 
 @pytest.fixture(scope="session")

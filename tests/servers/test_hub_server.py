@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import struct
 import time
 import tracemalloc
@@ -15,7 +14,6 @@ import httpx2
 import pytest
 import torch
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 from safetensors.torch import save_file
@@ -25,34 +23,11 @@ from monitor.formats.safetensors import decode_le, parse_header
 from monitor.sandbox.blobs import SizedBlob, SyntheticSafetensors, llama_layout
 from monitor.sandbox.hub import HubServer
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 @pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _loopback(loopback_only) -> None:
     """Online client, no token, no telemetry, and any socket off 127.0.0.1 is an error."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # read once at import
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(sock, address):
-        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
-            raise AssertionError(f"test tried to reach {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOOPBACK:
-            raise AssertionError(f"test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
