@@ -24,7 +24,7 @@ import math
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -252,3 +252,38 @@ class SyntheticSafetensors:
             return x.astype("<f2").tobytes()
         bits = x.view(np.uint32)  # BF16: round to nearest even on the top 16 bits
         return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+
+
+@dataclass
+class Response:
+    """An answer either server sends: status, headers, and bytes or a span of a Blob."""
+
+    status: int
+    body: bytes | Blob = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    span: tuple[int, int] | None = None  # the part of a Blob body to send; None: all of it
+
+    @property
+    def length(self) -> int:
+        if isinstance(self.body, bytes):
+            return len(self.body)
+        start, end = self.span or (0, self.body.size)
+        return end - start
+
+    def pieces(self) -> Iterator[bytes]:
+        if isinstance(self.body, bytes):
+            yield self.body
+        else:
+            yield from iter_range(self.body, *(self.span or (0, self.body.size)))
+
+
+def range_response(blob: Blob, range_header: str | None, headers: dict[str, str]) -> Response:
+    """One `bytes=a-b`, `a-` or `-n` range (RFC 9110 §14); anything else gets the whole body."""
+    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **headers}
+    span = parse_range(range_header, blob.size)
+    if span is None:
+        return Response(200, blob, headers)
+    if span == "unsatisfiable":
+        return Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
+    start, end = span
+    return Response(206, blob, {**headers, "Content-Range": f"bytes {start}-{end - 1}/{blob.size}"}, span)

@@ -38,8 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import Blob, BytesBlob
-from monitor.sandbox.hub import _Response, _slice
+from monitor.sandbox.blobs import Blob, BytesBlob, Response, range_response
 
 _DOCS = "https://docs.github.com/rest"
 
@@ -86,12 +85,12 @@ class _Repo:
     releases: list[_Release] = field(default_factory=list)  # newest first, as the API lists them
 
 
-def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> _Response:
-    return _Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json; charset=utf-8",
+def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json; charset=utf-8",
                                                          **(headers or {})})
 
 
-def _message(status: int, message: str, headers: dict[str, str] | None = None) -> _Response:
+def _message(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json({"message": message, "documentation_url": _DOCS, "status": str(status)}, status, headers)
 
 
@@ -202,7 +201,7 @@ class GitHubServer:
 
     # --- answering -------------------------------------------------------------------------
 
-    def _answer(self, role: str, path: str, query: dict[str, list[str]], headers) -> _Response:
+    def _answer(self, role: str, path: str, query: dict[str, list[str]], headers) -> Response:
         with self._lock:
             fault = next((f for f in self._faults if f[3] > 0 and path.startswith(f[0])), None)
             if fault:
@@ -217,7 +216,7 @@ class GitHubServer:
             asset = self._assets.get(int(asset_id)) if asset_id.isdigit() else None
             if asset is None:
                 return _message(404, "Not Found")
-            return _slice(asset.blob, headers.get("Range"), {"ETag": f'"{asset.blob.sha256[:32]}"'})
+            return range_response(asset.blob, headers.get("Range"), {"ETag": f'"{asset.blob.sha256[:32]}"'})
         if not path.startswith("/repos/") and ("/releases/tag/" in path or "/releases/download/" in path):
             # github.com's pages on the real service: no API budget, no token needed
             return self._web(path)
@@ -233,7 +232,7 @@ class GitHubServer:
             resp.headers["ETag"] = etag
             wanted = {t.strip().removeprefix("W/") for t in headers.get("If-None-Match", "").split(",")}
             if etag.removeprefix("W/") in wanted or "*" in wanted:
-                return self._stamp(_Response(304, b"", {"ETag": etag}), path, spend=False)
+                return self._stamp(Response(304, b"", {"ETag": etag}), path, spend=False)
         return self._stamp(resp, path, spend=True)
 
     def _bucket(self, path: str) -> list[float]:
@@ -245,7 +244,7 @@ class GitHubServer:
                 bucket[:] = [0, float(math.ceil(self._clock() + self.rate_reset_s))]
             return bucket
 
-    def _stamp(self, resp: _Response, path: str, *, spend: bool) -> _Response:
+    def _stamp(self, resp: Response, path: str, *, spend: bool) -> Response:
         bucket = self._bucket(path)
         with self._lock:
             bucket[0] += spend
@@ -257,7 +256,7 @@ class GitHubServer:
                              "X-GitHub-Api-Version-Selected": "2022-11-28"})
         return resp
 
-    def _route(self, path: str, query: dict[str, list[str]], accept: str) -> _Response:
+    def _route(self, path: str, query: dict[str, list[str]], accept: str) -> Response:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[:2] == ["search", "repositories"]:
             terms = query.get("q", [""])[0].lower().split()
@@ -284,20 +283,20 @@ class GitHubServer:
             if asset is None:
                 return _message(404, "Not Found")
             if "application/octet-stream" in accept:
-                return _Response(302, b"", {"Location": f"{self.objects_url}/release-assets/{asset.id}"})
+                return Response(302, b"", {"Location": f"{self.objects_url}/release-assets/{asset.id}"})
             return _json(self._asset_json(repo, asset))
         return _message(404, "Not Found")
 
-    def _web(self, path: str) -> _Response:
+    def _web(self, path: str) -> Response:
         owner, repo, _, kind, rest = (path.strip("/").split("/", 4) + [""] * 5)[:5]
         r = self._repos.get(f"{owner}/{repo}")
         tag, _, name = unquote(rest).rpartition("/") if kind == "download" else (unquote(rest), "", "")
         release = next((rel for rel in (r.releases if r else []) if rel.tag == tag), None)
         if release is None or (kind == "download" and name not in release.assets):
-            return _Response(404, b"Not Found", {"Content-Type": "text/plain"})
+            return Response(404, b"Not Found", {"Content-Type": "text/plain"})
         if kind == "download":
-            return _Response(302, b"", {"Location": f"{self.objects_url}/release-assets/{release.assets[name].id}"})
-        return _Response(200, f"<h1>{release.name}</h1>".encode(), {"Content-Type": "text/html"})
+            return Response(302, b"", {"Location": f"{self.objects_url}/release-assets/{release.assets[name].id}"})
+        return Response(200, f"<h1>{release.name}</h1>".encode(), {"Content-Type": "text/html"})
 
     def _page(self, path: str, query: dict[str, list[str]], items: list) -> tuple[list, dict[str, str]]:
         """One page of `items` and its Link header (absolute URLs, other parameters kept)."""

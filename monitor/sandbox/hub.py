@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Iterator
 from itertools import count
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import Blob, BytesBlob, git_blob_id, iter_range, parse_range
+from monitor.sandbox.blobs import (Blob, BytesBlob, Response, git_blob_id,
+                                   range_response)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -134,32 +134,11 @@ class _Fault:
     remaining: int
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes | Blob = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    span: tuple[int, int] | None = None  # the part of a Blob body to send; None: all of it
-
-    @property
-    def length(self) -> int:
-        if isinstance(self.body, bytes):
-            return len(self.body)
-        start, end = self.span or (0, self.body.size)
-        return end - start
-
-    def pieces(self) -> Iterator[bytes]:
-        if isinstance(self.body, bytes):
-            yield self.body
-        else:
-            yield from iter_range(self.body, *(self.span or (0, self.body.size)))
+def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
-def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> _Response:
-    return _Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> _Response:
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return _json({"error": message}, status, {"X-Error-Code": code, "X-Error-Message": message, **(headers or {})})
 
 
@@ -285,18 +264,18 @@ class HubServer:
 
     # --- routes ----------------------------------------------------------------------------
 
-    def _route(self, role: str, path: str, query: dict[str, list[str]], range_header: str | None) -> _Response:
+    def _route(self, role: str, path: str, query: dict[str, list[str]], range_header: str | None) -> Response:
         if role == "cdn":
             blob = self._blobs.get(path.lstrip("/"))
             if blob is None:
                 return _error(404, "EntryNotFound", "no such blob")
-            return _slice(blob, range_header, {"ETag": f'"{path.lstrip("/")}"'})
+            return range_response(blob, range_header, {"ETag": f'"{path.lstrip("/")}"'})
         if path == "/api/models":
             return self._list(path, query)
         if path.startswith("/api/models/"):
             repo_id, _, rev = path[len("/api/models/"):].partition("/revision/")
             commit = self._commit(repo_id, unquote(rev) if rev else "main")
-            if isinstance(commit, _Response):
+            if isinstance(commit, Response):
                 return commit
             blobs = _flag(query, "blobs") or _flag(query, "files_metadata")
             info = self._repos[repo_id].info(siblings=True, blobs=blobs)
@@ -310,7 +289,7 @@ class HubServer:
             return self._resolve(repo_id, unquote(rev), unquote(filename), range_header)
         return _error(404, "NotFound", f"no route for {path}")
 
-    def _commit(self, repo_id: str, rev: str) -> _Commit | _Response:
+    def _commit(self, repo_id: str, rev: str) -> _Commit | Response:
         repo = self._repos.get(repo_id)
         if repo is None:
             return _error(404, "RepoNotFound", f"Repository not found: {repo_id}")
@@ -319,20 +298,20 @@ class HubServer:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         return commit
 
-    def _resolve(self, repo_id: str, rev: str, filename: str, range_header: str | None) -> _Response:
+    def _resolve(self, repo_id: str, rev: str, filename: str, range_header: str | None) -> Response:
         commit = self._commit(repo_id, rev)
-        if isinstance(commit, _Response):
+        if isinstance(commit, Response):
             return commit
         f = commit.files.get(filename)
         if f is None:
             return _error(404, "EntryNotFound", f"{filename} does not exist on {rev}", {"X-Repo-Commit": commit.sha})
         if not f.lfs:
-            return _slice(f.blob, range_header, {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": commit.sha})
-        return _Response(302, b"", {"Location": f"{self.cdn_url}/{f.sha256}", "X-Repo-Commit": commit.sha,
+            return range_response(f.blob, range_header, {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": commit.sha})
+        return Response(302, b"", {"Location": f"{self.cdn_url}/{f.sha256}", "X-Repo-Commit": commit.sha,
                                     "X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size),
                                     "ETag": f'"{f.blob_id}"'})
 
-    def _list(self, path: str, query: dict[str, list[str]]) -> _Response:
+    def _list(self, path: str, query: dict[str, list[str]]) -> Response:
         with self._lock:
             repos = list(self._repos.values())
         search = query.get("search", [""])[0].lower()
@@ -375,18 +354,6 @@ def _list_item(repo: _Repo, query: dict[str, list[str]]) -> dict:
 
 def _flag(query: dict[str, list[str]], name: str) -> bool:
     return query.get(name, ["false"])[0].lower() in ("1", "true")
-
-
-def _slice(blob: Blob, range_header: str | None, headers: dict[str, str]) -> _Response:
-    """One `bytes=a-b`, `a-` or `-n` range (RFC 9110 §14); anything else gets the whole body."""
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **headers}
-    span = parse_range(range_header, blob.size)
-    if span is None:
-        return _Response(200, blob, headers)
-    if span == "unsatisfiable":
-        return _Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
-    start, end = span
-    return _Response(206, blob, {**headers, "Content-Range": f"bytes {start}-{end - 1}/{blob.size}"}, span)
 
 
 class _Server(ThreadingHTTPServer):
