@@ -264,6 +264,20 @@ def _scan_hub(st: State, target: str) -> tuple[object, dict[str, int | str]]:
     return result, {"revision": candidate.revision, "bytes_read": outcome.bytes_read, "size": size}
 
 
+@app.command()
+def candidates(ctx: typer.Context,
+               source: Optional[str] = typer.Option(None, "--source", help="Only this crawler's."),
+               status: Optional[str] = typer.Option(None, "--status", help="matched, no_match, skipped, failed, superseded, gone."),
+               limit: int = typer.Option(50, "--limit", help="Newest N.")) -> None:
+    """What the crawlers saw: every candidate revision, its status, reason, bytes read, verdict."""
+    st = _state(ctx)
+    rows = st.registry.candidates(source=source, status=status, limit=limit)
+    if st.json:
+        render.print_json(out, rows)
+    else:
+        out.print(render.candidates_table(rows))
+
+
 @app.command("run-once")
 def run_once(ctx: typer.Context,
              only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable).")) -> None:

@@ -119,6 +119,15 @@ def print_sweep(console: Console, runs: list, matches: list[tuple[str, Match]]) 
         console.print(f"MATCH {location} is {m.verdict.value} of {m.model_name}{p}")
 
 
+def candidates_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("last seen", "source", "location", "revision", "status", "verdict", "bytes read",
+                  "reason", title=f"{len(rows)} candidates (newest first)", title_justify="left")
+    for r in rows:
+        table.add_row(r["last_seen"][:19], r["source"], r["location"], r["revision"][:12], r["status"],
+                      r["verdict"] or "", f"{r['bytes_read']:,}", r["reason"] or "")
+    return table
+
+
 class SweepProgress:
     """A one-line live count per crawler scope on stderr (off under --json or when piped)."""
 

@@ -203,9 +203,12 @@ class Registry(EventStore):
             "ORDER BY last_seen", [source]).fetchall()]
 
     @operation
-    def candidates(self, *, source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def candidates(self, *, source: str | None = None, status: str | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
         """Recorded candidates, newest first (for `monitor candidates` and tests)."""
-        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        conds = [(c, v) for c, v in (("source = ?", source), ("status = ?", status)) if v]
+        where = ("WHERE " + " AND ".join(c for c, _ in conds)) if conds else ""
+        args = [v for _, v in conds]
         sql = (f"SELECT id, source, location, revision, first_seen, last_seen, status, reason, "
                f"bytes_read, verdict FROM candidates {where} ORDER BY last_seen DESC, id DESC")
         if limit is not None:

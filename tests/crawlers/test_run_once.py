@@ -47,6 +47,10 @@ def test_run_once_sweeps_records_and_summarises(setup, hub):
     assert again["totals"]["new"] == again["totals"]["bytes_read"] == 0
     text = run_monitor("--config", cfg, "run-once", db=db, env=ENV)
     assert text.returncode == 0 and "weight bytes read" in text.stdout and "hf_hub" in text.stdout
+    rows = json.loads(run_monitor("--json", "candidates", "--status", "matched", db=db).stdout)
+    assert [(r["location"], r["verdict"]) for r in rows] == [("hf://thief/camo", "derivative")]
+    listing = run_monitor("candidates", db=db)
+    assert listing.returncode == 0 and "hf://alice/indep" in listing.stdout and "no_match" in listing.stdout
 
 
 def test_scan_of_one_hub_repo(setup, hub):
