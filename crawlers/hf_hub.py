@@ -35,6 +35,7 @@ from monitor.config import read_secret
 from monitor.errors import SourceError
 from monitor.formats.base import ByteSource, one_line
 from monitor.formats.http import RETRY_STATUSES, HttpRangeSource
+from monitor.remote import PARALLEL_RANGES
 
 T = TypeVar("T")
 PREFIX = "hf://"
@@ -86,10 +87,12 @@ class HfHubCrawler(Crawler):
         headers = {"User-Agent": self.context.user_agent}
         if token:
             headers["Authorization"] = f"Bearer {token}"  # HttpRangeSource drops it off-origin
+        # Each candidate in flight fetches up to PARALLEL_RANGES ranges at once: size the pool so
+        # they never queue for a connection (they did at 2 per candidate: a third of the sweep).
+        connections = self.context.concurrency * (PARALLEL_RANGES + 1)
         self._client = httpx2.Client(
             timeout=httpx2.Timeout(self.context.timeout_s), headers=headers,
-            limits=httpx2.Limits(max_connections=2 * self.context.concurrency,
-                                 max_keepalive_connections=2 * self.context.concurrency))
+            limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections))
         self._sleep = sleep
 
     # -- discovery -------------------------------------------------------------------------------
