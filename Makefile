@@ -24,6 +24,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/register_memory.py --gib 2
 	$(BIN)/python benchmarks/robustness.py
+	$(BIN)/python benchmarks/fingerprint_cost.py
+	$(BIN)/python benchmarks/crawl.py --repos 2000 --derivatives 20 --delay-ms 50 --seed 0
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
