@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -280,46 +282,100 @@ def candidates(ctx: typer.Context,
 
 @app.command("run-once")
 def run_once(ctx: typer.Context,
-             only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable).")) -> None:
+             only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable)."),
+             shard: Optional[str] = typer.Option(None, "--shard", help="I/N: only candidates hashing to shard I of N; auto/N takes I from $JOB_COMPLETION_INDEX.")) -> None:
     """Run every enabled crawler once over its scopes and print a summary."""
     from monitor import enabled
+    from monitor.locks import job_lock
     from monitor.owned import OwnedModels
-    from monitor.sweep import Sweep
+    from monitor.sweep import Shard, Sweep
 
     st = _state(ctx)
+    part = Shard.parse(shard, os.environ) if shard else None
     configured = enabled.build(st.settings, os.environ, only)
-    if not configured:
-        err.print("error: no crawler is enabled: add a [crawlers.<name>] table with a scope to the "
-                  "config (see config/monitor.example.toml)")
-        raise typer.Exit(EXIT_INPUT)
-    owned = OwnedModels.load(st.registry)
-    if not len(owned):
-        err.print("error: no models are registered, so nothing could match: "
-                  "monitor register PATH --name NAME")
-        raise typer.Exit(EXIT_INPUT)
+    stop = _stop_on_signals()
     runs, matches = [], []
-    with render.SweepProgress(err, disabled=st.json or not err.is_terminal) as progress:
+    try:
+        if not configured:
+            err.print("error: no crawler is enabled: add a [crawlers.<name>] table with a scope to "
+                      "the config (see config/monitor.example.toml)")
+            raise typer.Exit(EXIT_INPUT)
+        owned = OwnedModels.load(st.registry)
+        if not len(owned):
+            err.print("error: no models are registered, so nothing could match: "
+                      "monitor register PATH --name NAME")
+            raise typer.Exit(EXIT_INPUT)
+        with render.SweepProgress(err, disabled=st.json or not err.is_terminal) as progress:
+            for c in configured:
+                def on_outcome(run, candidate, outcome) -> None:
+                    progress.update(run)
+                    matches.extend((candidate.location, m) for m in outcome.matches)
+                with job_lock(st.settings.db_path, f"crawl:{c.name}"):  # the daemon's lock too
+                    runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
+                                  concurrency=c.settings.concurrency, on_outcome=on_outcome,
+                                  shard=part, stop=stop).run(c.scopes)
+    finally:
         for c in configured:
-            def on_outcome(run, candidate, outcome, _c=c) -> None:
-                progress.update(run)
-                matches.extend((candidate.location, m) for m in outcome.matches)
-            try:
-                runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
-                              concurrency=c.settings.concurrency, on_outcome=on_outcome).run(c.scopes)
-            finally:
-                c.crawler.close()
+            c.crawler.close()
     if st.json:
         render.print_json(out, render.sweep_json(runs, matches))
     else:
         render.print_sweep(out, runs, matches)
+    if stop.is_set():
+        err.print("stopped by signal: in-flight candidates were finished and recorded")
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT set the event: work in flight finishes and is recorded, nothing new starts."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 @app.command()
 def daemon(ctx: typer.Context) -> None:
-    """Run the scheduled jobs until stopped."""
-    _state(ctx)
-    err.print("error: the daemon is not configured: no scheduled jobs exist in this version")
-    raise typer.Exit(EXIT_INPUT)
+    """Run every enabled crawler on its schedule, and the retention job, until SIGTERM/SIGINT."""
+    from monitor import enabled, metrics, schedule
+
+    st = _state(ctx)
+    for c in enabled.build(st.settings, os.environ):  # every crawler table valid before starting
+        c.crawler.close()
+    _ = st.registry  # create or migrate it now: jobs open connections of their own
+    gauges = metrics.Metrics(st.settings.db_path)
+    runner = schedule.Daemon(st.settings, schedule.build_jobs(st.settings, os.environ, gauges), gauges)
+    stop = _stop_on_signals()
+    server = metrics.serve(st.settings.daemon.listen, gauges, runner.health)
+    runner.start()
+    err.print(f"daemon running: {len(runner.jobs)} jobs; health and metrics on "
+              f"http://{st.settings.daemon.listen}/healthz and /metrics")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        clean = runner.stop()
+        server.shutdown()
+    if not clean:
+        err.print(f"error: jobs still running after {st.settings.daemon.stop_timeout_s} s; exiting anyway")
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+@app.command()
+def health(ctx: typer.Context) -> None:
+    """Exit 0 if the daemon on [daemon] listen answers /healthz with 200 (Docker HEALTHCHECK)."""
+    import httpx2
+
+    st = _state(ctx)
+    url = f"http://{st.settings.daemon.listen}/healthz"
+    try:
+        response = httpx2.get(url, timeout=5.0)
+    except httpx2.HTTPError as e:
+        err.print(f"unhealthy: {url}: {type(e).__name__}")
+        raise typer.Exit(EXIT_MATCH) from None
+    if response.status_code != 200:
+        err.print(f"unhealthy: {url}: HTTP {response.status_code}")
+        raise typer.Exit(EXIT_MATCH)
+    out.print(response.text if st.json else "healthy")
 
 
 @app.command()

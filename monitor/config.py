@@ -56,6 +56,27 @@ class LogSettings(_Section):
     format: Literal["text", "json"] = "text"
 
 
+def _crontab(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as e:
+        raise ValueError(f"not a crontab expression ({e})") from None
+    return value
+
+
+class DaemonSettings(_Section):
+    listen: str = Field("127.0.0.1:9108", pattern=r"^[^:\s]+:\d{1,5}$")  # health and metrics
+    misfire_grace_s: int = Field(3600, ge=1)  # a run missed by less than this still happens once
+    jitter_s: int = Field(60, ge=0)  # random delay per run, so many monitors don't hit at once
+    stop_timeout_s: float = Field(30.0, gt=0, le=600)  # SIGTERM → in-flight work must end by then
+    retention_schedule: str = "17 3 * * 0"  # crontab (UTC) of the retention/vacuum job
+    candidate_retention_days: int = Field(180, ge=1)  # forget no-match/skipped candidates after
+
+    _crontab = field_validator("retention_schedule")(lambda cls, v: _crontab(v))
+
+
 class CrawlerSettings(_Section):
     """One [crawlers.<name>] table. `options` and each scope are the crawler's own keys, checked
     by the crawler's `Options` and `Scope` models when it is built (crawlers.base.Crawler)."""
@@ -67,16 +88,7 @@ class CrawlerSettings(_Section):
     options: dict[str, Any] = {}
     scopes: dict[str, dict[str, Any]] = {}
 
-    @field_validator("schedule")
-    @classmethod
-    def _crontab(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value, timezone="UTC")
-        except ValueError as e:
-            raise ValueError(f"not a crontab expression ({e})") from None
-        return value
+    _crontab = field_validator("schedule")(lambda cls, v: _crontab(v))
 
 
 class Settings(_Section):
@@ -84,6 +96,7 @@ class Settings(_Section):
     match: MatchSettings = MatchSettings()
     scan: ScanSettings = ScanSettings()
     log: LogSettings = LogSettings()
+    daemon: DaemonSettings = DaemonSettings()
     crawlers: dict[str, CrawlerSettings] = {}  # by crawler name (its entry point)
 
     @property

@@ -12,7 +12,9 @@ listing errors are kept per scope, candidate problems become recorded skips or f
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from threadpoolctl import threadpool_limits
 
 from crawlers.base import Candidate, Crawler, Settings
-from monitor.errors import MonitorError
+from monitor.errors import ConfigError, MonitorError
 from monitor.match import Thresholds
 from monitor.owned import OwnedModels
 from monitor.pipeline import record_matches
@@ -64,6 +66,37 @@ class ScopeRun:
 OnOutcome = Callable[[ScopeRun, Candidate, Outcome], None]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the candidates whose location hashes to it.
+
+    The hash is SHA-256 of the location, so every pod of a Kubernetes Indexed Job agrees on who
+    owns a candidate without talking to the others, and a candidate stays in its shard forever.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str, env: Mapping[str, str]) -> Shard:
+        """"I/N", or "auto/N" with I from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)."""
+        index, _, count = text.partition("/")
+        if index == "auto":
+            index = env.get("JOB_COMPLETION_INDEX", "")
+            if not index:
+                raise ConfigError("--shard", text, "auto needs $JOB_COMPLETION_INDEX (an Indexed Job)")
+        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+            raise ConfigError("--shard", text, "must be I/N with 0 <= I < N, or auto/N")
+        return cls(int(index), int(count))
+
+    def owns(self, location: str) -> bool:
+        digest = hashlib.sha256(location.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 def _ignore(_run: ScopeRun, _candidate: Candidate, _outcome: Outcome) -> None:
     pass
 
@@ -80,6 +113,8 @@ class Sweep:
     concurrency: int = 8
     channels: Sequence[str] = ()
     on_outcome: OnOutcome = _ignore
+    shard: Shard | None = None  # only candidates whose location hashes into this shard
+    stop: threading.Event = field(default_factory=threading.Event)  # set: finish in-flight, return
 
     def run(self, scopes: Mapping[str, Settings]) -> list[ScopeRun]:
         runs = []
@@ -92,6 +127,8 @@ class Sweep:
             if retry.seen:
                 runs.append(retry)
             for name, scope in scopes.items():
+                if self.stop.is_set():
+                    break
                 runs.append(self._scope(pool, name, scope))
         return runs
 
@@ -100,11 +137,17 @@ class Sweep:
     def _scope(self, pool: ThreadPoolExecutor, name: str, scope: Settings) -> ScopeRun:
         run = ScopeRun(self.crawler.name, name)
         pending: deque[tuple[Candidate | None, Future[Outcome] | None, str | None]] = deque()
-        cursor = self.registry.get_cursor(self.crawler.name, name)
+        key = name if self.shard is None else f"{name}#{self.shard}"  # each shard its own cursor
+        cursor = self.registry.get_cursor(self.crawler.name, key)
         try:
             for found in self.crawler.discover(scope, cursor):
-                run.seen += 1
+                if self.stop.is_set():
+                    break
                 c = found.candidate
+                if self.shard is not None and not self.shard.owns(c.location):
+                    pending.append((None, None, found.cursor))
+                    continue
+                run.seen += 1
                 status = self.registry.candidate_status(c.source, c.location, c.revision)
                 if (status is None or status == "failed") and (c.location, c.revision) not in self._handled:
                     self._handled.add((c.location, c.revision))
@@ -112,13 +155,13 @@ class Sweep:
                     pending.append((c, pool.submit(self._triage, c), found.cursor))
                 else:
                     pending.append((None, None, found.cursor))
-                self._drain(run, name, pending, limit=2 * self.concurrency)
+                self._drain(run, key, pending, limit=2 * self.concurrency)
         except MonitorError as e:
             run.errors.append(str(e))
             log.warning("listing failed", extra={"crawler": self.crawler.name, "scope": name,
                                                  "error": str(e)})
         finally:
-            self._drain(run, name, pending, limit=0)
+            self._drain(run, key, pending, limit=0)
         return run
 
     def _retry_failed(self, pool: ThreadPoolExecutor) -> ScopeRun:
@@ -126,6 +169,10 @@ class Sweep:
         pending = deque()
         source = self.crawler.name
         for location, revision in self.registry.failed_candidates(source):
+            if self.stop.is_set():
+                break
+            if self.shard is not None and not self.shard.owns(location):
+                continue
             try:
                 c = self.crawler.refresh(location)
             except MonitorError as e:

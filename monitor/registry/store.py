@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from sqlite_utils import Database
 
 from monitor.errors import InputError, NotFoundError
 from monitor.records import FingerprintBlob, ModelRecord, TensorDigest, Verdict, WeightFile
-from monitor.registry.core import Clock, chunked, connect, operation, placeholders, translate
+from monitor.registry.core import (Clock, chunked, connect, iso, operation, placeholders,
+                                   translate)
 from monitor.registry.events import EventStore
 from monitor.registry.schema import migrate
 
@@ -214,6 +216,18 @@ class Registry(EventStore):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [dict(r) for r in self._db.query(sql, args)]
+
+    @operation
+    def forget_candidates(self, *, older_than: timedelta) -> int:
+        """Delete candidate rows that led nowhere (no match, skipped, superseded, gone) and were
+        last seen before `older_than` ago, then VACUUM; events and matched rows are kept."""
+        cutoff = iso(self._clock() - older_than)
+        with self._tx() as db:
+            n = db.execute("DELETE FROM candidates WHERE last_seen < ? AND status IN "
+                           "('no_match', 'skipped', 'superseded', 'gone')", [cutoff]).rowcount
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA optimize")
+        return n
 
     @operation
     def record_candidate(self, source: str, location: str, revision: str, *, status: str,

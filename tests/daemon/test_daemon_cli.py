@@ -1,0 +1,103 @@
+"""`monitor daemon`, `monitor health` and `run-once --shard` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+
+import httpx2
+import pytest
+
+from benchmarks.zoo.llama import LMConfig, init_state_dict
+from monitor import derive
+from monitor.locks import job_lock
+from monitor.sandbox.hub import HubServer
+from tests.conftest import MONITOR, run_monitor
+from tests.crawlers.conftest import st_bytes
+from tests.test_cli import _one_line_error
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def hub():
+    with HubServer(page_size=5) as server:
+        yield server
+
+
+@pytest.fixture()
+def deployment(tmp_path, hub):
+    """A registry owning one model, a Hub with a dozen repos, and a config pointing at both."""
+    sd = init_state_dict(LMConfig(), 3)
+    db = tmp_path / "r.db"
+    owned = derive.save_safetensors(sd, tmp_path / "own" / "model.safetensors")
+    assert run_monitor("register", owned, "--name", "lm", db=db).returncode == 0
+    for i in range(12):
+        hub.add_model(f"u{i}/m", {"model.safetensors": st_bytes(init_state_dict(LMConfig(), 100 + i))})
+    port = _free_port()
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\n'
+                   f'[crawlers.hf_hub]\nschedule = "0 0 1 1 *"\n[crawlers.hf_hub.options]\n'
+                   f'endpoint = "{hub.url}"\n[crawlers.hf_hub.scopes.all]\nrecent = true\n')
+    return db, cfg, port
+
+
+def test_daemon_serves_health_and_metrics_and_stops_on_sigterm(deployment):
+    db, cfg, port = deployment
+    proc = subprocess.Popen([MONITOR, "--db", str(db), "--config", str(cfg), "daemon"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx2.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no answer"
+                time.sleep(0.2)
+        assert health.status_code == 200
+        assert set(health.json()["jobs"]) == {"crawl:hf_hub", "retention"}
+        checked = run_monitor("--config", cfg, "health", db=db)
+        assert checked.returncode == 0 and "healthy" in checked.stdout
+        metrics = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'monitor_alerts{status="pending"} 0.0' in metrics
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=35) == 0
+        assert time.monotonic() - started < 35
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    down = run_monitor("--config", cfg, "health", db=db)
+    assert down.returncode == 1 and down.stderr.startswith("unhealthy:") and "Traceback" not in down.stderr
+
+
+def test_run_once_refuses_while_the_crawler_job_runs_elsewhere(deployment):
+    db, cfg, _ = deployment
+    with job_lock(db, "crawl:hf_hub"):
+        proc = run_monitor("--config", cfg, "run-once", db=db)
+    _one_line_error(proc, "crawl:hf_hub is already running")
+
+
+def test_shards_of_one_sweep_cover_every_candidate_once(deployment, hub, tmp_path):
+    db, cfg, _ = deployment
+    seen = []
+    for i in range(3):
+        shard_db = tmp_path / f"shard{i}.db"  # each pod its own crawl state (a registry copy)
+        shard_db.write_bytes(db.read_bytes())
+        proc = run_monitor("--config", cfg, "--json", "run-once", "--shard", f"{i}/3", db=shard_db)
+        assert proc.returncode == 0, proc.stderr
+        seen.append(json.loads(proc.stdout)["totals"]["seen"])
+        rows = json.loads(run_monitor("--json", "candidates", "--limit", "100", db=shard_db).stdout)
+        assert len(rows) == seen[-1]
+    assert sum(seen) == 12 and all(n < 12 for n in seen)
+    env = {"JOB_COMPLETION_INDEX": "1"}
+    auto = run_monitor("--config", cfg, "--json", "run-once", "--shard", "auto/3", db=db, env=env)
+    assert json.loads(auto.stdout)["totals"]["seen"] == seen[1]
