@@ -150,13 +150,24 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def read_secret(name: str, env: dict[str, str] | None = None) -> SecretStr | None:
-    """A secret from $NAME, or from the file named by $NAME_FILE; None when neither is set."""
+    """A secret from $NAME, or from the file named by $NAME_FILE; None when neither is set.
+
+    An empty file, or a file missing from systemd's $CREDENTIALS_DIRECTORY (LoadCredential skips
+    a credential whose source is absent), means "not set": the shipped units name every
+    credential and an operator provides only those they use. Any other unreadable file is an
+    error naming it.
+    """
     env = dict(os.environ if env is None else env)
     if env.get(name):
         return SecretStr(env[name])
     if env.get(f"{name}_FILE"):
+        path = Path(env[f"{name}_FILE"])
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and path.parent == Path(credentials) and not path.exists():
+            return None
         try:
-            return SecretStr(Path(env[f"{name}_FILE"]).read_text().strip())
+            value = path.read_text().strip()
         except OSError as e:
-            raise ConfigError(f"{name}_FILE", env[f"{name}_FILE"], f"cannot read: {e.strerror}") from None
+            raise ConfigError(f"{name}_FILE", str(path), f"cannot read: {e.strerror}") from None
+        return SecretStr(value) if value else None
     return None

@@ -159,9 +159,10 @@ def test_unknown_model_and_event(db):
     _one_line_error(run_monitor("events", "show", "999", db=db), "999")
 
 
-def test_daemon_says_not_configured(db):
-    proc = run_monitor("daemon", db=db)
-    assert proc.returncode == 2 and "not configured" in proc.stderr
+def test_daemon_refuses_to_start_on_a_bad_crawler_table(db, tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[crawlers.hf_hub.scopes.x]\nrecnt = true\n')
+    _one_line_error(run_monitor("--config", cfg, "daemon", db=db), "crawlers.hf_hub.scopes.x.recnt")
 
 
 def test_usage_error_exit_2():

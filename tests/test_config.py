@@ -100,3 +100,14 @@ def test_secrets_from_env_or_file_never_print(tmp_path):
     assert "s3cret" not in repr(from_file) and "s3cret" not in str(from_file)
     assert config.read_secret("HF_TOKEN", {"HF_TOKEN": "abc"}).get_secret_value() == "abc"
     assert config.read_secret("HF_TOKEN", {}) is None
+
+
+def test_missing_systemd_credentials_and_empty_secret_files_mean_not_set(tmp_path):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "empty").write_text("\n")
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert config.read_secret("HF_TOKEN", {**env, "HF_TOKEN_FILE": str(creds / "hf_token")}) is None
+    assert config.read_secret("HF_TOKEN", {**env, "HF_TOKEN_FILE": str(creds / "empty")}) is None
+    with pytest.raises(ConfigError, match="HF_TOKEN_FILE"):  # a typo outside the credentials dir
+        config.read_secret("HF_TOKEN", {"HF_TOKEN_FILE": str(tmp_path / "nope")})
