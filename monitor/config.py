@@ -91,12 +91,42 @@ class CrawlerSettings(_Section):
     _crontab = field_validator("schedule")(lambda cls, v: _crontab(v))
 
 
+RoutedVerdict = Literal["exact", "repackaged", "derivative"]
+Channel = Literal["slack", "pagerduty", "log"]
+
+
+class AlertSettings(_Section):
+    """[alerts]: where each verdict is sent and how hard; secrets come from read_secret
+    (SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY)."""
+
+    routes: dict[RoutedVerdict, list[Channel]] = {
+        "exact": ["pagerduty", "slack"], "repackaged": ["pagerduty", "slack"],
+        "derivative": ["slack"]}
+    severity: dict[RoutedVerdict, Literal["critical", "error", "warning", "info"]] = {
+        "exact": "critical", "repackaged": "critical", "derivative": "warning"}
+    slack_channel: str = "#security-alerts"
+    slack_api_url: str = "https://slack.com/api/"
+    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_ca_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    retry_base_s: float = Field(30.0, gt=0, le=86400)
+    retry_max_s: float = Field(3600.0, gt=0, le=7 * 86400)
+
+    @field_validator("pagerduty_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("the PagerDuty Events API is only spoken over https://")
+        return value
+
+
 class Settings(_Section):
     registry: RegistrySettings = RegistrySettings()
     match: MatchSettings = MatchSettings()
     scan: ScanSettings = ScanSettings()
     log: LogSettings = LogSettings()
     daemon: DaemonSettings = DaemonSettings()
+    alerts: AlertSettings = AlertSettings()
     crawlers: dict[str, CrawlerSettings] = {}  # by crawler name (its entry point)
 
     @property

@@ -29,6 +29,10 @@ from monitor.remote import RemoteFingerprint, fingerprint_url
 
 log = logging.getLogger(__name__)
 
+Channels = Sequence[str] | Callable[[Match], Sequence[str]]
+"""Where a match's alert goes: the same channels for every match, or a router per match
+(monitor.alert.policy.Routes: by verdict)."""
+
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 """Given a description and a total in bytes, returns an `advance(nbytes)` callback."""
 
@@ -77,7 +81,7 @@ def match_against_registry(registry: Registry, suspect: ModelFingerprint,
 
 
 def record_matches(registry: Registry, location: str, matches: list[Match], *, actor: str,
-                   record_events: bool, channels: Sequence[str] = ()) -> tuple[EventRecord, ...]:
+                   record_events: bool, channels: Channels = ()) -> tuple[EventRecord, ...]:
     """Log each match and store it as a detection event (deduplicated by model and location)."""
     events = []
     for m in matches:
@@ -86,13 +90,14 @@ def record_matches(registry: Registry, location: str, matches: list[Match], *, a
         if record_events:
             event, _created = registry.record_event(
                 NewEvent(m.model_id, m.model_name, location, m.verdict, m.score, m.confidence,
-                         m.p_value, m.evidence), actor=actor, channels=channels)
+                         m.p_value, m.evidence), actor=actor,
+                channels=channels(m) if callable(channels) else channels)
             events.append(event)
     return tuple(events)
 
 
 def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str,
-         record_events: bool = True, channels: Sequence[str] = (),
+         record_events: bool = True, channels: Channels = (),
          progress: ProgressFactory = _no_progress) -> ScanResult:
     """Fingerprint a local suspect, match it, and store every match as a detection event."""
     suspect = fingerprint_path(target, progress, owned=False)
@@ -105,7 +110,7 @@ def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str
 
 def scan_url(registry: Registry, url: str, client: httpx2.Client, *, thresholds: Thresholds,
              actor: str, record_events: bool = True,
-             channels: Sequence[str] = ()) -> tuple[ScanResult, RemoteFingerprint]:
+             channels: Channels = ()) -> tuple[ScanResult, RemoteFingerprint]:
     """Fingerprint a remote .safetensors file from its header and planned ranges, and match it."""
     remote_fp = fingerprint_url(url, client)
     matches = match_against_registry(registry, remote_fp.fingerprint, thresholds)
@@ -116,7 +121,7 @@ def scan_url(registry: Registry, url: str, client: httpx2.Client, *, thresholds:
 
 def scan_candidate(registry: Registry, crawler: Crawler, candidate: Candidate, *,
                    thresholds: Thresholds, actor: str, record_events: bool = True,
-                   channels: Sequence[str] = ()) -> tuple[ScanResult, Outcome]:
+                   channels: Channels = ()) -> tuple[ScanResult, Outcome]:
     """Triage one crawled candidate now (`monitor scan hf://...`) and record it as a sweep would.
 
     A candidate that cannot be read raises its reason: asked about one thing, the user gets

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,7 +26,7 @@ from crawlers.base import Candidate, Crawler, Settings
 from monitor.errors import ConfigError, MonitorError
 from monitor.match import Thresholds
 from monitor.owned import OwnedModels
-from monitor.pipeline import record_matches
+from monitor.pipeline import Channels, record_matches
 from monitor.registry import Registry
 from monitor.triage import Outcome, summarise, triage
 
@@ -111,7 +111,7 @@ class Sweep:
     thresholds: Thresholds
     actor: str
     concurrency: int = 8
-    channels: Sequence[str] = ()
+    channels: Channels = ()  # per match: a list, or a router such as alert.policy.Routes
     on_outcome: OnOutcome = _ignore
     shard: Shard | None = None  # only candidates whose location hashes into this shard
     stop: threading.Event = field(default_factory=threading.Event)  # set: finish in-flight, return

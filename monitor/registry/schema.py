@@ -149,7 +149,28 @@ def _v1_initial(db: Database) -> None:
     db.executescript(_V1)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial,)
+def _v2_notification_log(db: Database) -> None:
+    """What each channel accepted, Alertmanager's notification log: one row per outbox row and
+    action, written in the transaction that marks the row delivered; the deliverer checks it
+    before sending. The outbox keeps UNIQUE(event_id, channel): a resolve notification reuses
+    its row (the action travels in the payload), so a channel gets one row per event."""
+    db.executescript("""
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        event_id INTEGER NOT NULL REFERENCES events(id),
+        channel TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('trigger', 'resolve')),
+        sent_at TEXT NOT NULL,
+        detail TEXT NOT NULL,  -- JSON object: what the channel answered (message ts, dedup_key)
+        UNIQUE (outbox_id, action)
+    );
+    CREATE INDEX notifications_key ON notifications(channel, dedup_key);
+    """)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_notification_log)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
