@@ -440,6 +440,37 @@ def _stop_on_signals() -> threading.Event:
 
 
 @app.command()
+def snapshot(ctx: typer.Context, dest: Path = typer.Argument(..., help="Where to write the copy.")) -> None:
+    """A consistent copy of the registry (for the pods of a sharded sweep), safe while it is in use."""
+    st = _state(ctx)
+    if not dest.parent.is_dir():
+        raise InputError(f"{dest.parent}: no such directory")
+    st.registry.snapshot(dest)
+    out.print(f"registry copied to {dest}")
+
+
+@app.command("import-shards")
+def import_shards(ctx: typer.Context,
+                  paths: list[Path] = typer.Argument(..., help="Registry files the shard pods left behind.")) -> None:
+    """Fold the registries of a sharded sweep's pods into this one (candidates, cursors, events)."""
+    from monitor.merge import import_shard
+
+    st = _state(ctx)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: no such shard registry")
+    report = []
+    for path in paths:
+        done = import_shard(st.registry, path, actor=_actor())
+        report.append({"shard": str(path), **render.to_jsonable(done)})
+        if not st.json:
+            out.print(f"{path}: {done.candidates} candidates, {done.cursors} cursors, "
+                      f"{done.events_new} new events, {done.events_seen_again} seen again")
+    if st.json:
+        render.print_json(out, report)
+
+
+@app.command()
 def daemon(ctx: typer.Context) -> None:
     """Run every enabled crawler on its schedule, and the retention job, until SIGTERM/SIGINT."""
     from monitor import enabled, metrics, schedule

@@ -175,6 +175,27 @@ class Registry(EventStore):
         return None if row is None else row[0]
 
     @operation
+    def snapshot(self, dest: Path) -> None:
+        """A consistent copy of the whole registry at `dest` (SQLite's online backup: writers
+        may go on meanwhile), written beside it and renamed into place, so a reader never sees
+        half a file."""
+        dest = Path(dest)
+        tmp = dest.with_name(dest.name + ".partial")
+        tmp.unlink(missing_ok=True)
+        target = sqlite3.connect(tmp)
+        try:
+            self._db.conn.backup(target)
+        finally:
+            target.close()
+        tmp.replace(dest)
+
+    @operation
+    def cursors(self) -> list[tuple[str, str, str]]:
+        """Every (source, scope, cursor) kept."""
+        return [tuple(r) for r in self._db.execute("SELECT source, scope, cursor FROM crawl_state "
+                                                   "ORDER BY source, scope").fetchall()]
+
+    @operation
     def set_cursor(self, source: str, scope: str, cursor: str) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO crawl_state (source, scope, cursor, updated_at) "

@@ -101,3 +101,32 @@ def test_shards_of_one_sweep_cover_every_candidate_once(deployment, hub, tmp_pat
     env = {"JOB_COMPLETION_INDEX": "1"}
     auto = run_monitor("--config", cfg, "--json", "run-once", "--shard", "auto/3", db=db, env=env)
     assert json.loads(auto.stdout)["totals"]["seen"] == seen[1]
+
+
+def test_shard_registries_fold_back_into_the_primary(deployment, hub, tmp_path):
+    """Pods sweep copies; importing their files gives the primary every candidate, once."""
+    db, cfg, _ = deployment
+    sd = init_state_dict(LMConfig(), 3)
+    from benchmarks.zoo import camouflage
+    hub.add_model("thief/copy", {"model.safetensors": st_bytes(camouflage.permute_mlp(sd, 1))})
+    shards = []
+    for i in range(2):
+        shard_db = tmp_path / f"pod{i}.db"
+        assert run_monitor("snapshot", shard_db, db=db).returncode == 0  # what the pod starts from
+        assert run_monitor("--config", cfg, "run-once", "--shard", f"{i}/2", db=shard_db).returncode == 0
+        shards.append(shard_db)
+    proc = run_monitor("--json", "import-shards", *shards, db=db)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [r["events_new"] for r in report] in ([1, 0], [0, 1])
+    rows = json.loads(run_monitor("--json", "candidates", "--limit", "100", db=db).stdout)
+    assert len(rows) == 13 and len({r["location"] for r in rows}) == 13
+    events = json.loads(run_monitor("--json", "events", "list", db=db).stdout)
+    assert [e["location"] for e in events] == ["hf://thief/copy"]
+    again = run_monitor("--json", "import-shards", *shards, db=db)  # idempotent
+    assert again.returncode == 0
+    assert len(json.loads(run_monitor("--json", "candidates", "--limit", "100", db=db).stdout)) == 13
+    assert len(json.loads(run_monitor("--json", "events", "list", db=db).stdout)) == 1
+    # The next snapshot knows what the pods triaged: a sweep of it fetches nothing new.
+    after = json.loads(run_monitor("--config", cfg, "--json", "run-once", db=db).stdout)
+    assert after["totals"]["new"] == 0 and after["totals"]["bytes_read"] == 0
