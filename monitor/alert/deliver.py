@@ -83,28 +83,23 @@ def deliver_due(registry: Registry, notifiers: Mapping[str, Notifier], clock: Cl
             continue
         try:
             answer = notifier.send(alert)
-        except Transient as e:
-            delay = backoff.delay(row.attempts, e.retry_after, rng)
-            at = clock() + timedelta(seconds=delay)
-            if e.retry_after is not None:
-                waiting[row.channel] = at
-            registry.mark_failed(row.id, str(e), next_attempt_at=at, action=alert.action.value)
-            report.retrying += 1
-            report.errors[row.channel] = str(e)
-            log.warning("alert not delivered, will retry", extra={
-                "outbox_id": row.id, "channel": row.channel, "error": str(e), "retry_in_s": delay})
         except Permanent as e:
             registry.mark_failed(row.id, str(e), next_attempt_at=None, action=alert.action.value)
             report.failed += 1
             report.errors[row.channel] = str(e)
             log.error("alert rejected, giving up", extra={
                 "outbox_id": row.id, "channel": row.channel, "error": str(e)})
-        except DeliveryError as e:  # a notifier's own subclass: treat as worth retrying
-            registry.mark_failed(row.id, str(e), action=alert.action.value,
-                                 next_attempt_at=clock() + timedelta(
-                                     seconds=backoff.delay(row.attempts, None, rng)))
+        except DeliveryError as e:  # Transient, or a notifier's own subclass: worth retrying
+            retry_after = e.retry_after if isinstance(e, Transient) else None
+            delay = backoff.delay(row.attempts, retry_after, rng)
+            at = clock() + timedelta(seconds=delay)
+            if retry_after is not None:
+                waiting[row.channel] = at
+            registry.mark_failed(row.id, str(e), next_attempt_at=at, action=alert.action.value)
             report.retrying += 1
             report.errors[row.channel] = str(e)
+            log.warning("alert not delivered, will retry", extra={
+                "outbox_id": row.id, "channel": row.channel, "error": str(e), "retry_in_s": delay})
         else:
             registry.record_notification(row.id, alert.action.value, answer)
             report.delivered += 1
