@@ -57,6 +57,13 @@ class State:
     def thresholds(self) -> Thresholds:
         return Thresholds(**self.settings.match.model_dump())
 
+    @property
+    def routes(self):
+        """Which alert channels each verdict's event is queued for ([alerts] routes)."""
+        from monitor.alert.policy import Routes
+
+        return Routes.from_settings(self.settings.alerts)
+
     @contextmanager
     def progress(self) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         """A progress-bar factory (silent under --json or when stderr is not a terminal)."""
@@ -137,12 +144,14 @@ def scan(ctx: typer.Context,
         headers = {"User-Agent": f"provenance-monitor/{__version__}"}
         with httpx2.Client(timeout=httpx2.Timeout(30.0), headers=headers) as client:
             result, fetched = pipeline.scan_url(st.registry, target, client, thresholds=st.thresholds,
-                                                actor=_actor(), record_events=st.settings.scan.record_events)
+                                                actor=_actor(), record_events=st.settings.scan.record_events,
+                                                channels=st.routes)
         cost = {"bytes_read": fetched.bytes_fetched, "size": fetched.size, "requests": fetched.requests}
     else:
         with st.progress() as progress:
             result = pipeline.scan(st.registry, Path(target), thresholds=st.thresholds, actor=_actor(),
-                                   record_events=st.settings.scan.record_events, progress=progress)
+                                   record_events=st.settings.scan.record_events, progress=progress,
+                                   channels=st.routes)
     events = {e.model_id: e for e in result.events}
     if st.json:
         render.print_json(out, {"target": result.target, **cost, "matches": [
@@ -306,25 +315,13 @@ def alerts_test(ctx: typer.Context,
 def alerts_deliver(ctx: typer.Context,
                    channel: Optional[str] = typer.Option(None, "--channel", help="Only this channel.")) -> None:
     """Send every due alert once (what the daemon does on a schedule) and print what happened."""
-    from monitor.alert.build import notifier
-    from monitor.alert.deliver import Backoff, deliver_due
+    from monitor.alert.deliver import drain
+    from monitor.locks import job_lock
     from monitor.registry.core import utc_now
 
     st = _state(ctx)
-    a = st.settings.alerts
-    wanted = {r.channel for r in st.registry.pending_outbox(channel=channel)}
-    senders, problems = {}, []
-    for name in sorted(wanted):
-        try:
-            senders[name] = notifier(name, a, os.environ)
-        except MonitorError as e:  # deliver the others; say what is missing
-            problems.append(str(e))
-    try:
-        report = deliver_due(st.registry, senders, utc_now, channel=channel,
-                             backoff=Backoff(base_s=a.retry_base_s, cap_s=a.retry_max_s))
-    finally:
-        for s in senders.values():
-            s.close()
+    with job_lock(st.settings.db_path, "deliver"):  # one deliverer per registry: the daemon's too
+        report, problems = drain(st.registry, st.settings.alerts, os.environ, utc_now, channel=channel)
     if st.json:
         render.print_json(out, {**report.__dict__, "config_errors": problems})
     else:
@@ -365,7 +362,8 @@ def _scan_hub(st: State, target: str) -> tuple[object, dict[str, int | str]]:
         candidate = crawler.candidate(repo, revision or None)  # type: ignore[attr-defined]
         result, outcome = pipeline.scan_candidate(st.registry, crawler, candidate,
                                                   thresholds=st.thresholds, actor=_actor(),
-                                                  record_events=st.settings.scan.record_events)
+                                                  record_events=st.settings.scan.record_events,
+                                                  channels=st.routes)
     finally:
         crawler.close()
     size = sum(f.size or 0 for f in candidate.files or ())
@@ -419,16 +417,40 @@ def run_once(ctx: typer.Context,
                 with job_lock(st.settings.db_path, f"crawl:{c.name}"):  # the daemon's lock too
                     runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
                                   concurrency=c.settings.concurrency, on_outcome=on_outcome,
-                                  shard=part, stop=stop).run(c.scopes)
+                                  channels=st.routes, shard=part, stop=stop).run(c.scopes)
     finally:
         for c in configured:
             c.crawler.close()
+    delivered = _deliver_after_sweep(st)
     if st.json:
-        render.print_json(out, render.sweep_json(runs, matches))
+        render.print_json(out, {**render.sweep_json(runs, matches), "alerts": delivered})
     else:
         render.print_sweep(out, runs, matches)
+        if delivered:
+            out.print(f"alerts: delivered {delivered['delivered']}, retrying {delivered['retrying']}, "
+                      f"failed {delivered['failed']}, no notifier {delivered['no_notifier']}")
     if stop.is_set():
         err.print("stopped by signal: in-flight candidates were finished and recorded")
+
+
+def _deliver_after_sweep(st: State) -> dict | None:
+    """Drain the outbox once a run-once is done: a CronJob has no daemon to do it. Skipped (the
+    rows stay pending) when a daemon holds the delivery lock; a channel without its secret is
+    reported, its rows kept."""
+    from monitor.alert.deliver import drain
+    from monitor.locks import JobBusy, job_lock
+    from monitor.registry.core import utc_now
+
+    if not st.registry.pending_outbox():
+        return None
+    try:
+        with job_lock(st.settings.db_path, "deliver"):
+            report, problems = drain(st.registry, st.settings.alerts, os.environ, utc_now)
+    except JobBusy:
+        return None
+    for message in problems:
+        err.print(f"warning: alerts not sent: {message}", markup=False, highlight=False)
+    return {k: v for k, v in report.__dict__.items() if k != "errors"}
 
 
 def _stop_on_signals() -> threading.Event:

@@ -71,6 +71,7 @@ class DaemonSettings(_Section):
     misfire_grace_s: int = Field(3600, ge=1)  # a run missed by less than this still happens once
     jitter_s: int = Field(60, ge=0)  # random delay per run, so many monitors don't hit at once
     stop_timeout_s: float = Field(30.0, gt=0, le=600)  # SIGTERM → in-flight work must end by then
+    deliver_every_s: int = Field(30, ge=1, le=3600)  # how often the alert outbox is drained
     retention_schedule: str = "17 3 * * 0"  # crontab (UTC) of the retention/vacuum job
     candidate_retention_days: int = Field(180, ge=1)  # forget no-match/skipped candidates after
 

@@ -25,8 +25,11 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import enabled
+from monitor.alert.deliver import drain
+from monitor.alert.policy import Routes
 from monitor.config import Settings
 from monitor.errors import MonitorError
 from monitor.locks import JobBusy, job_lock
@@ -57,7 +60,8 @@ def crontab(expr: str, jitter_s: int) -> CronTrigger:
 
 def build_jobs(settings: Settings, env: Mapping[str, str], metrics: Metrics,
                actor: str = "daemon") -> list[Job]:
-    """A sweep job per enabled crawler on its own schedule, and the retention job."""
+    """A sweep job per enabled crawler on its own schedule, the retention job, and alert delivery
+    every `deliver_every_s` (under the "deliver" lock that `monitor alerts deliver` takes too)."""
     jobs = []
     for name, cs in settings.crawlers.items():
         if cs.enabled:
@@ -65,7 +69,21 @@ def build_jobs(settings: Settings, env: Mapping[str, str], metrics: Metrics,
                             _crawl(settings, env, name, metrics, actor)))
     jobs.append(Job("retention", crontab(settings.daemon.retention_schedule, settings.daemon.jitter_s),
                     _retention(settings)))
+    jobs.append(Job("deliver", IntervalTrigger(seconds=settings.daemon.deliver_every_s, timezone=UTC),
+                    _deliver(settings, env)))
     return jobs
+
+
+def _deliver(settings: Settings, env: Mapping[str, str]) -> Callable[[threading.Event], None]:
+    """Drain the alert outbox; rows whose channel is down stay pending for the next run."""
+    def run(_stop: threading.Event) -> None:
+        with _registry(settings) as registry:
+            report, problems = drain(registry, settings.alerts, env, lambda: datetime.now(UTC))
+        if report.delivered or report.retrying or report.failed or problems:
+            log.info("alerts delivered", extra={"delivered": report.delivered,
+                                                "retrying": report.retrying, "failed": report.failed,
+                                                "config_errors": problems})
+    return run
 
 
 def _crawl(settings: Settings, env: Mapping[str, str], name: str, metrics: Metrics,
@@ -82,7 +100,7 @@ def _crawl(settings: Settings, env: Mapping[str, str], name: str, metrics: Metri
 
                 sweep = Sweep(registry, configured.crawler, OwnedModels.load(registry),
                               _thresholds(settings), actor, concurrency=configured.settings.concurrency,
-                              on_outcome=count, stop=stop)
+                              on_outcome=count, stop=stop, channels=Routes.from_settings(settings.alerts))
                 runs = sweep.run(configured.scopes)
                 log.info("sweep done", extra={"crawler": name, "runs": [r.as_dict() for r in runs]})
         finally:

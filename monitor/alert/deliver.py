@@ -106,3 +106,27 @@ def deliver_due(registry: Registry, notifiers: Mapping[str, Notifier], clock: Cl
             log.info("alert delivered", extra={"outbox_id": row.id, "channel": row.channel,
                                                "action": alert.action.value})
     return report
+
+
+def drain(registry: Registry, alerts, env: Mapping[str, str], clock: Clock, *,
+          channel: str | None = None) -> tuple[DeliveryReport, list[str]]:
+    """Build the notifiers the due rows need and deliver them: what `monitor alerts deliver`,
+    the end of `monitor run-once` and the daemon's delivery job each do. A channel whose
+    notifier cannot be built (a secret missing) is reported and its rows stay pending."""
+    from monitor.alert.build import notifier
+    from monitor.errors import MonitorError
+
+    wanted = {r.channel for r in registry.pending_outbox(channel=channel)}
+    senders, problems = {}, []
+    for name in sorted(wanted):
+        try:
+            senders[name] = notifier(name, alerts, env)
+        except MonitorError as e:  # deliver the others; say what is missing
+            problems.append(str(e))
+    try:
+        report = deliver_due(registry, senders, clock, channel=channel,
+                             backoff=Backoff(base_s=alerts.retry_base_s, cap_s=alerts.retry_max_s))
+    finally:
+        for s in senders.values():
+            s.close()
+    return report, problems

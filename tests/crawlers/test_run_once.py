@@ -79,3 +79,23 @@ def test_run_once_without_crawlers_or_models_says_what_is_missing(setup, tmp_pat
     _one_line_error(run_monitor("--config", bad, "run-once", db=db), "crawlers.hf_hub.scopes.x.authr")
     bad.write_text('[crawlers.nope.scopes.x]\na = 1\n')
     _one_line_error(run_monitor("--config", bad, "run-once", db=db), "no such crawler")
+
+
+def test_a_sweep_match_is_routed_and_delivered_once(setup, tmp_path):
+    """run-once queues the derivative for Slack ([alerts] routes) and drains the outbox itself."""
+    from monitor.sandbox.slack import SlackServer
+
+    db, cfg = setup
+    with SlackServer(token="xoxb-test") as slack:
+        cfg.write_text(cfg.read_text() + f'[alerts]\nslack_api_url = "{slack.api_url}"\n'
+                       f'slack_channel = "#alerts"\nroutes = {{derivative = ["slack"]}}\n')
+        env = {**ENV, "SLACK_BOT_TOKEN": "xoxb-test"}
+        first = run_monitor("--config", cfg, "--json", "run-once", db=db, env=env)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["alerts"]["delivered"] == 1
+        (message,) = slack.messages()
+        assert "thief/camo" in json.dumps(message)
+        again = run_monitor("--config", cfg, "--json", "run-once", db=db, env=env)
+        assert json.loads(again.stdout)["alerts"] is None and len(slack.messages()) == 1
+    rows = json.loads(run_monitor("--json", "alerts", "list", db=db).stdout)
+    assert [(r["channel"], r["status"]) for r in rows] == [("slack", "delivered")]

@@ -63,7 +63,7 @@ def test_daemon_serves_health_and_metrics_and_stops_on_sigterm(deployment):
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no answer"
                 time.sleep(0.2)
         assert health.status_code == 200
-        assert set(health.json()["jobs"]) == {"crawl:hf_hub", "retention"}
+        assert set(health.json()["jobs"]) == {"crawl:hf_hub", "retention", "deliver"}
         checked = run_monitor("--config", cfg, "health", db=db)
         assert checked.returncode == 0 and "healthy" in checked.stdout
         metrics = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
