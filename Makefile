@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fingerprint_cost.py
 	$(BIN)/python benchmarks/crawl.py --repos 2000 --derivatives 20 --delay-ms 50 --seed 0
 	$(BIN)/python benchmarks/schedule_drift.py --jobs 4 --period 1 --seconds 60
+	$(BIN)/python benchmarks/alerts.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -13,7 +13,10 @@ and prints that line; anything outside the tree is a bug (exit 3, traceback only
     │   ├── ConfigError           a config key with a bad value (names key, value, what is allowed)
     │   └── NotFoundError         a model or event id that is not in the registry
     ├── RegistryError             the SQLite registry is locked, corrupt, or from a newer version
-    └── SourceError               a crawled source (Hub, GitHub, a URL) failed, refused or timed out
+    ├── SourceError               a crawled source (Hub, GitHub, a URL) failed, refused or timed out
+    └── DeliveryError             (monitor.alert.base) a channel did not accept an alert:
+        ├── Transient             retried by the outbox with backoff / Retry-After
+        └── Permanent             the row is marked failed with the reason
 
 Layers below (safetensors, torch, gguf, sqlite3) raise their own exceptions; each is translated
 at exactly one boundary (the format reader, the store) so callers only see this tree.
