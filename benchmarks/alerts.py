@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # every injected failure logs (ours, slack-sdk); the table counts them
     result = run(args.events, args.fail_rate, args.seed)
-    print(f"| channel | alerts | received | distinct | duplicates | missing |\n|---|---|---|---|---|---|")
+    print("| channel | alerts | received | distinct | duplicates | missing |\n|---|---|---|---|---|---|")
     for ch, r in result["channels"].items():
         print(f"| {ch} | {r['alerts']} | {r['received']} | {r['distinct']} | {r['duplicates']} | "
               f"{r['missing']} |")
