@@ -39,6 +39,7 @@ from monitor.remote import PARALLEL_RANGES
 
 T = TypeVar("T")
 PREFIX = "hf://"
+UNAVAILABLE = "unavailable"  # revision of a listed repo the Hub would not describe this time
 _factory_lock = threading.Lock()
 
 
@@ -100,8 +101,14 @@ class HfHubCrawler(Crawler):
     def discover(self, scope: HubScope, cursor: str | None) -> Iterator[Discovered]:
         if scope.repos:
             for repo in scope.repos:
-                info = self._call(f"model {repo}", lambda r=repo: self._api.model_info(
-                    r, files_metadata=True, timeout=self.context.timeout_s))
+                try:
+                    info = self._call(f"model {repo}", lambda r=repo: self._api.model_info(
+                        r, files_metadata=True, timeout=self.context.timeout_s))
+                except SourceError:
+                    # One repo failing must not hide the others: it goes to triage unlisted, fails
+                    # there with the reason, is recorded, and is retried next sweep.
+                    yield Discovered(Candidate(self.name, PREFIX + repo, UNAVAILABLE, None), None)
+                    continue
                 yield Discovered(self._candidate(info), None)
             return
         since = datetime.fromisoformat(cursor) if cursor else None
@@ -128,9 +135,9 @@ class HfHubCrawler(Crawler):
         if candidate.files is not None:
             return candidate
         repo = candidate.location.removeprefix(PREFIX)
-        info = self._call(f"model {repo}@{candidate.revision}", lambda: self._api.model_info(
-            repo, revision=candidate.revision or None, files_metadata=True,
-            timeout=self.context.timeout_s))
+        revision = None if candidate.revision in ("", UNAVAILABLE) else candidate.revision
+        info = self._call(f"model {repo}{'@' + revision if revision else ''}", lambda: self._api.model_info(
+            repo, revision=revision, files_metadata=True, timeout=self.context.timeout_s))
         return self._candidate(info)
 
     def refresh(self, location: str) -> Candidate | None:

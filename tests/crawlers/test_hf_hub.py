@@ -118,6 +118,19 @@ def test_throttled_and_failing_repos_are_retried_and_the_sweep_goes_on(registry,
     assert by_location(registry)["hf://thief/sharded"]["verdict"] == "derivative"
 
 
+def test_a_repo_of_a_list_that_fails_is_recorded_and_the_others_go_on(registry, population):
+    hub, _ = population
+    hub.fail_next("/api/models/bob/wide", 400, retry_after=None, times=2)  # listing and triage
+    (run,) = run_sweep(registry, hub, {"list": {"repos": ["bob/wide", "thief/camo"]}})
+    rows = by_location(registry)
+    assert (run.seen, run.failed, run.matched) == (2, 1, 1)
+    assert rows["hf://bob/wide"]["status"] == "failed" and "HTTP 400" in rows["hf://bob/wide"]["reason"]
+    runs = run_sweep(registry, hub, {"list": {"repos": ["bob/wide", "thief/camo"]}})
+    assert [(r.scope, r.new) for r in runs] == [("(retry)", 1), ("list", 0)]
+    assert {r["status"] for r in registry.candidates(source="hf_hub") if r["location"] == "hf://bob/wide"} \
+        == {"superseded", "no_match"}
+
+
 def test_a_listing_failure_is_reported_per_scope(registry, population):
     # (a 5xx would be retried by huggingface_hub itself, for ~20 s, before reaching us)
     population[0].fail_next("/api/models", 400, retry_after=None, times=1)
