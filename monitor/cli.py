@@ -132,21 +132,12 @@ def register(ctx: typer.Context, path: Path = typer.Argument(..., help="Weight f
 def scan(ctx: typer.Context,
          target: str = typer.Argument(..., help="Suspect weight file or folder, an http(s) URL of a .safetensors file, or hf://owner/repo[@revision].")) -> None:
     """Fingerprint a suspect and report every registered model it resembles (exit 1 on a match)."""
-    from monitor import pipeline, remote
+    from monitor import pipeline
 
     st = _state(ctx)
     cost: dict[str, int | str] = {}
-    if target.startswith("hf://"):
-        result, cost = _scan_hub(st, target)
-    elif remote.is_url(target):
-        import httpx2
-
-        headers = {"User-Agent": f"provenance-monitor/{__version__}"}
-        with httpx2.Client(timeout=httpx2.Timeout(30.0), headers=headers) as client:
-            result, fetched = pipeline.scan_url(st.registry, target, client, thresholds=st.thresholds,
-                                                actor=_actor(), record_events=st.settings.scan.record_events,
-                                                channels=st.routes)
-        cost = {"bytes_read": fetched.bytes_fetched, "size": fetched.size, "requests": fetched.requests}
+    if target.startswith(("hf://", "http://", "https://")):
+        result, cost = _scan_remote(st, target)
     else:
         with st.progress() as progress:
             result = pipeline.scan(st.registry, Path(target), thresholds=st.thresholds, actor=_actor(),
@@ -158,9 +149,8 @@ def scan(ctx: typer.Context,
             render.match_json(m, events.get(m.model_id)) for m in result.matches]})
     else:
         if cost:
-            requests = f" in {cost['requests']} requests" if "requests" in cost else ""
             out.print(f"read {cost['bytes_read']:,} of {cost['size']:,} bytes "
-                      f"({100 * int(cost['bytes_read']) / max(int(cost['size']), 1):.2f} %){requests}")
+                      f"({100 * int(cost['bytes_read']) / max(int(cost['size']), 1):.2f} %)")
         if result.matches:
             out.print(render.matches_table(result.target, list(result.matches)))
         else:
@@ -351,15 +341,22 @@ def plugins(ctx: typer.Context) -> None:
         out.print("no crawler plugins installed")
 
 
-def _scan_hub(st: State, target: str) -> tuple[object, dict[str, int | str]]:
+def _scan_remote(st: State, target: str) -> tuple[object, dict[str, int | str]]:
+    """hf://owner/repo[@rev] through the hf_hub crawler, a URL through url_list: the same
+    cheapest-first triage a sweep does, recorded as a sweep would."""
     from monitor import enabled, pipeline
 
-    repo, _, revision = target.removeprefix("hf://").partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise InputError(f"{target}: expected hf://owner/repo or hf://owner/repo@revision")
-    crawler = enabled.crawler(st.settings, "hf_hub", os.environ)
+    if target.startswith("hf://"):
+        repo, _, revision = target.removeprefix("hf://").partition("@")
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise InputError(f"{target}: expected hf://owner/repo or hf://owner/repo@revision")
+    crawler = enabled.crawler(st.settings, "hf_hub" if target.startswith("hf://") else "url_list",
+                              os.environ)
     try:
-        candidate = crawler.candidate(repo, revision or None)  # type: ignore[attr-defined]
+        if target.startswith("hf://"):
+            candidate = crawler.candidate(repo, revision or None)  # type: ignore[attr-defined]
+        else:
+            candidate = crawler.refresh(target)
         result, outcome = pipeline.scan_candidate(st.registry, crawler, candidate,
                                                   thresholds=st.thresholds, actor=_actor(),
                                                   record_events=st.settings.scan.record_events,

@@ -32,7 +32,6 @@ class OwnedModels:
     def __init__(self, models: Sequence[OwnedModel]) -> None:
         self.models = tuple(models)
         self._by_sha = {f.sha256: m for m in self.models for f in m.fingerprint.files}
-        self._keys = {m.compatibility for m in self.models if m.compatibility is not None}
 
     @classmethod
     def load(cls, registry: Registry) -> OwnedModels:
@@ -57,9 +56,6 @@ class OwnedModels:
         """Models whose robust fingerprint can be compared with a model of these tensors."""
         key = units.compatibility(tensors)
         return [m for m in self.models if key is not None and m.compatibility == key]
-
-    def any_comparable(self, tensors: Sequence[TensorInfo]) -> bool:
-        return units.compatibility(tensors) in self._keys
 
     def judge(self, suspect: ModelFingerprint, thresholds: Thresholds,
               among: Sequence[OwnedModel] | None = None) -> list[Match]:

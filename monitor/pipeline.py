@@ -12,7 +12,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 
 from crawlers.base import Candidate, Crawler
 from monitor.errors import InputError, SourceError
@@ -25,7 +24,6 @@ from monitor.owned import OwnedModels
 from monitor.triage import Outcome, summarise, triage
 from monitor.records import EventRecord, Match, ModelRecord, NewEvent
 from monitor.registry import Registry
-from monitor.remote import RemoteFingerprint, fingerprint_url
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +104,6 @@ def scan(registry: Registry, target: Path, *, thresholds: Thresholds, actor: str
     events = record_matches(registry, location, matches, actor=actor,
                             record_events=record_events, channels=channels)
     return ScanResult(location, tuple(matches), events)
-
-
-def scan_url(registry: Registry, url: str, client: httpx2.Client, *, thresholds: Thresholds,
-             actor: str, record_events: bool = True,
-             channels: Channels = ()) -> tuple[ScanResult, RemoteFingerprint]:
-    """Fingerprint a remote .safetensors file from its header and planned ranges, and match it."""
-    remote_fp = fingerprint_url(url, client)
-    matches = match_against_registry(registry, remote_fp.fingerprint, thresholds)
-    events = record_matches(registry, url, matches, actor=actor, record_events=record_events,
-                            channels=channels)
-    return ScanResult(url, tuple(matches), events), remote_fp
 
 
 def scan_candidate(registry: Registry, crawler: Crawler, candidate: Candidate, *,

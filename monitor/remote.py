@@ -15,12 +15,9 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-import httpx2
 
-from monitor.errors import InputError
 from monitor.fingerprint import ModelFingerprint, architecture, units
 from monitor.formats.base import ByteSource
-from monitor.formats.http import HttpRangeSource
 from monitor.formats.ranges import HeadCache, PrefetchedSource
 from monitor.formats.safetensors import SafetensorsHeader, SafetensorsReader, parse_header
 from monitor.records import TensorInfo, WeightFile
@@ -67,26 +64,3 @@ def fingerprint(remote: RemoteHeaders, files: Sequence[WeightFile] = ()) -> Mode
         tensors = [t for r in readers for t in r.tensors()]
         return ModelFingerprint(tuple(files), (), architecture.signature(tensors),
                                 units.compute(readers, owned=False))
-
-
-@dataclass(frozen=True)
-class RemoteFingerprint:
-    """A suspect's fingerprint and what it cost to read."""
-
-    fingerprint: ModelFingerprint
-    bytes_fetched: int
-    size: int
-    requests: int
-
-
-def is_url(target: str) -> bool:
-    return target.startswith(("http://", "https://"))
-
-
-def fingerprint_url(url: str, client: httpx2.Client) -> RemoteFingerprint:
-    """Header, then planned ranges: a suspect fingerprint of a remote .safetensors file."""
-    if not httpx2.URL(url).path.endswith(".safetensors"):
-        raise InputError(f"{url}: remote scans read .safetensors files only")
-    source = HttpRangeSource(url, client)
-    fp = fingerprint(read_headers([source]))
-    return RemoteFingerprint(fp, source.bytes_fetched, source.size, source.requests)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,11 +75,3 @@ def _build(entries: list[tuple[str, tuple[int, ...], str]]) -> ArchitectureSigna
     full = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
     shapes = hashlib.sha256(json.dumps([(n, s) for n, s, _ in entries]).encode()).hexdigest()
     return ArchitectureSignature(tuple(entries), full, shapes)
-
-
-def shape_overlap(a: ArchitectureSignature, b: ArchitectureSignature) -> float:
-    """Share of a's tensor shapes (with multiplicity) that b also has: 0 means unrelated layouts."""
-    ca = Counter(s for _, s, _ in a.entries)
-    cb = Counter(s for _, s, _ in b.entries)
-    total = sum(ca.values())
-    return sum((ca & cb).values()) / total if total else 0.0
