@@ -15,11 +15,10 @@ timeout goes into the client factory, and `_call` retries with Retry-After and b
 
 from __future__ import annotations
 
-import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx2
@@ -35,6 +34,7 @@ from monitor.config import read_secret
 from monitor.errors import SourceError
 from monitor.formats.base import ByteSource, one_line
 from monitor.formats.http import RETRY_STATUSES, HttpRangeSource
+from monitor.httputil import retry_after_seconds
 from monitor.remote import PARALLEL_RANGES
 
 T = TypeVar("T")
@@ -206,15 +206,8 @@ class HfHubCrawler(Crawler):
         raise AssertionError("unreachable")
 
     def _delay(self, response: httpx2.Response, attempt: int) -> float:
-        value = response.headers.get("Retry-After", "").strip()
-        delay = 0.5 * 2 ** attempt
-        if value.isdigit():
-            delay = float(value)
-        elif value:
-            try:
-                delay = (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-            except (TypeError, ValueError):
-                pass
+        given = retry_after_seconds(response.headers.get("Retry-After"))
+        delay = 0.5 * 2 ** attempt if given is None else given
         return max(0.0, min(delay, self.options.max_retry_wait_s))
 
 

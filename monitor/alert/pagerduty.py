@@ -22,6 +22,7 @@ import httpx2
 import pagerduty
 
 from monitor.alert.base import Action, Alert, Notifier, Permanent, Transient
+from monitor.httputil import retry_after_seconds
 
 DEFAULT_URL = "https://events.pagerduty.com"
 
@@ -50,13 +51,6 @@ def client(routing_key: str, *, base_url: str = DEFAULT_URL, timeout_s: float = 
     return c
 
 
-def _seconds(value: str | None) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
 class PagerDutyNotifier(Notifier):
     name = "pagerduty"
 
@@ -79,7 +73,7 @@ class PagerDutyNotifier(Notifier):
         except _RetryableAnswer as e:
             status = e.response.status_code
             raise Transient(self.name, f"HTTP {status} from the Events API",
-                            _seconds(e.response.headers.get("Retry-After"))) from None
+                            retry_after_seconds(e.response.headers.get("Retry-After"))) from None
         except pagerduty.ServerHttpError as e:  # a 2xx without a dedup_key, a redirect
             raise Transient(self.name, f"unexpected answer: {str(e)[:200]}") from None
         except pagerduty.HttpError as e:  # 4xx (401 raised by the client, others by us below)

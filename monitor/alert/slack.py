@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from monitor.alert.base import Action, Alert, Notifier, Permanent, Transient
+from monitor.httputil import retry_after_seconds
 
 # chat.postMessage errors that Slack documents as worth retrying (answered with HTTP 200).
 _TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout",
@@ -49,13 +50,11 @@ def blocks(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """slack-sdk hands headers as a plain dict (case as sent, values sometimes lists)."""
     for name in ("Retry-After", "retry-after"):
         value = (headers or {}).get(name)
         if value is not None:
-            try:
-                return float(value[0] if isinstance(value, list) else value)
-            except ValueError:
-                return None
+            return retry_after_seconds(value[0] if isinstance(value, list) else value)
     return None
 
 

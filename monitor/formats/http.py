@@ -16,18 +16,17 @@ carry no credentials when it is on another origin, matching what httpx does on t
 
 from __future__ import annotations
 
-import email.utils
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import httpx2
 
 from monitor.errors import FetchError, WeightFormatError
 from monitor.formats.base import ByteSource, one_line
+from monitor.httputil import retry_after_seconds
 
 MAX_READ = 64 << 20
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -197,16 +196,9 @@ class HttpRangeSource(ByteSource):
     def _delay(self, response: httpx2.Response, attempt: int) -> float:
         """Retry-After (seconds or HTTP date) for 429/503, else exponential backoff; capped."""
         delay = self.backoff * 2**attempt
-        retry_after = response.headers.get("Retry-After", "").strip()
-        if response.status_code in (429, 503) and retry_after:
-            if retry_after.isdigit():
-                delay = float(retry_after)
-            else:
-                try:
-                    when = email.utils.parsedate_to_datetime(retry_after)
-                    delay = (when - datetime.now(UTC)).total_seconds()
-                except (TypeError, ValueError):
-                    pass
+        if response.status_code in (429, 503):
+            given = retry_after_seconds(response.headers.get("Retry-After"))
+            delay = delay if given is None else given
         return max(0.0, min(delay, self.retry_after_cap))
 
     # -- errors ----------------------------------------------------------------------------------
