@@ -14,7 +14,7 @@ from monitor import __version__
 from monitor.config import CrawlerSettings, Settings
 from monitor.errors import ConfigError
 
-USER_AGENT = f"provenance-monitor/{__version__} (+https://github.com/provenance-monitor)"
+USER_AGENT = f"provenance-monitor/{__version__}"
 
 
 @dataclass

@@ -33,6 +33,7 @@ from monitor.alert.policy import Routes
 from monitor.config import Settings
 from monitor.errors import MonitorError
 from monitor.locks import JobBusy, job_lock
+from monitor.match import Thresholds
 from monitor.metrics import Metrics
 from monitor.owned import OwnedModels
 from monitor.registry import Registry
@@ -99,7 +100,7 @@ def _crawl(settings: Settings, env: Mapping[str, str], name: str, metrics: Metri
                         metrics.matches.labels(name, m.verdict.value).inc()
 
                 sweep = Sweep(registry, configured.crawler, OwnedModels.load(registry),
-                              _thresholds(settings), actor, concurrency=configured.settings.concurrency,
+                              Thresholds(**settings.match.model_dump()), actor, concurrency=configured.settings.concurrency,
                               on_outcome=count, stop=stop, channels=Routes.from_settings(settings.alerts))
                 runs = sweep.run(configured.scopes)
                 log.info("sweep done", extra={"crawler": name, "runs": [r.as_dict() for r in runs]})
@@ -119,11 +120,6 @@ def _retention(settings: Settings) -> Callable[[threading.Event], None]:
 def _registry(settings: Settings) -> Registry:
     return Registry.open(settings.db_path, busy_timeout_s=settings.registry.busy_timeout_s)
 
-
-def _thresholds(settings: Settings):
-    from monitor.match import Thresholds
-
-    return Thresholds(**settings.match.model_dump())
 
 
 class Daemon:
