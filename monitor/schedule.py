@@ -121,7 +121,6 @@ def _registry(settings: Settings) -> Registry:
     return Registry.open(settings.db_path, busy_timeout_s=settings.registry.busy_timeout_s)
 
 
-
 class Daemon:
     """Runs `jobs` on a background scheduler until `stop`; `health()` feeds /healthz."""
 
