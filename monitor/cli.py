@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -231,100 +229,6 @@ def events_set_status(ctx: typer.Context, event_id: int = typer.Argument(...),
     render.print_json(out, event) if st.json else out.print(f"event {event.id}: {event.status.value}")
 
 
-# -- monitor alerts: the outbox and its notifiers ------------------------------------------------
-
-alerts_app = typer.Typer(no_args_is_help=True, help="Alert outbox: list, retry, test, deliver.")
-app.add_typer(alerts_app, name="alerts")
-
-
-@alerts_app.command("list")
-def alerts_list(ctx: typer.Context,
-                status: Optional[str] = typer.Option(None, "--status", help="pending, delivered or failed."),
-                limit: Optional[int] = typer.Option(50, "--limit", min=1, help="Newest N.")) -> None:
-    """Outbox rows, newest first: one alert for one channel, and where its delivery stands."""
-    from rich.table import Table
-
-    from monitor.records import OutboxStatus
-
-    st = _state(ctx)
-    if status is not None and status not in {s.value for s in OutboxStatus}:
-        raise InputError(f"--status {status!r}: must be one of pending, delivered, failed")
-    rows = st.registry.list_outbox(status=status, limit=limit)
-    if st.json:
-        render.print_json(out, rows)
-        return
-    table = Table("id", "event", "channel", "action", "status", "attempts", "next attempt / delivered",
-                  "last error")
-    for r in rows:
-        table.add_row(str(r.id), str(r.event_id), r.channel, r.payload.get("action", "trigger"),
-                      r.status.value, str(r.attempts),
-                      (r.delivered_at if r.status.value == "delivered" else r.next_attempt_at)[:19],
-                      r.last_error or "")
-    out.print(table)
-
-
-@alerts_app.command("retry")
-def alerts_retry(ctx: typer.Context, ids: list[int] = typer.Argument(None, help="Outbox row ids."),
-                 all_failed: bool = typer.Option(False, "--all-failed", help="Every failed row.")) -> None:
-    """Put failed alerts back in the queue, due now (audited)."""
-    st = _state(ctx)
-    if bool(ids) == all_failed:
-        raise InputError("give outbox row ids or --all-failed (not both)")
-    retried = st.registry.retry_outbox(None if all_failed else ids, actor=_actor())
-    render.print_json(out, {"retried": retried}) if st.json else \
-        out.print(f"{len(retried)} alert(s) queued again" + (f": {retried}" if retried else ""))
-
-
-@alerts_app.command("test")
-def alerts_test(ctx: typer.Context,
-                channel: str = typer.Option(..., "--channel", help="slack, pagerduty or log.")) -> None:
-    """Send a test alert through one channel now (PagerDuty: trigger, then resolve)."""
-    import dataclasses
-
-    from monitor.alert.base import Action, Alert
-    from monitor.alert.build import notifier
-    from monitor.registry.core import iso, utc_now
-
-    st = _state(ctx)
-    sender = notifier(channel, st.settings.alerts, os.environ)
-    alert = Alert(outbox_id=0, event_id=0, channel=channel, fingerprint=f"test-{_actor()}",
-                  action=Action.TRIGGER, model="test-model", location="hf://example/test-alert",
-                  verdict="exact", score=1.0, confidence="high", p_value=None, status="new",
-                  detected_at=iso(utc_now()))
-    try:
-        sender.send(alert)
-        if channel == "pagerduty":
-            sender.send(dataclasses.replace(alert, action=Action.RESOLVE, status="resolved"))
-    finally:
-        sender.close()
-    render.print_json(out, {"channel": channel, "sent": True}) if st.json else \
-        out.print(f"test alert sent to {channel}")
-
-
-@alerts_app.command("deliver")
-def alerts_deliver(ctx: typer.Context,
-                   channel: Optional[str] = typer.Option(None, "--channel", help="Only this channel.")) -> None:
-    """Send every due alert once (what the daemon does on a schedule) and print what happened."""
-    from monitor.alert.deliver import drain
-    from monitor.locks import job_lock
-    from monitor.registry.core import utc_now
-
-    st = _state(ctx)
-    with job_lock(st.settings.db_path, "deliver"):  # one deliverer per registry: the daemon's too
-        report, problems = drain(st.registry, st.settings.alerts, os.environ, utc_now, channel=channel)
-    if st.json:
-        render.print_json(out, {**report.__dict__, "config_errors": problems})
-    else:
-        out.print(f"delivered {report.delivered}, retrying {report.retrying}, failed {report.failed}, "
-                  f"deferred {report.deferred}, no notifier {report.no_notifier}")
-        for name, message in sorted(report.errors.items()):
-            err.print(f"{name}: {message}", markup=False, highlight=False)
-    for message in problems:
-        err.print(f"error: {message}", markup=False, highlight=False)
-    if problems:
-        raise typer.Exit(EXIT_INPUT)
-
-
 @app.command()
 def plugins(ctx: typer.Context) -> None:
     """List the installed crawler plugins (entry-point group provenance_monitor.crawlers)."""
@@ -368,183 +272,19 @@ def _scan_remote(st: State, target: str) -> tuple[object, dict[str, int | str]]:
 
 
 @app.command()
-def candidates(ctx: typer.Context,
-               source: Optional[str] = typer.Option(None, "--source", help="Only this crawler's."),
-               status: Optional[str] = typer.Option(None, "--status", help="matched, no_match, skipped, failed, superseded, gone."),
-               limit: int = typer.Option(50, "--limit", help="Newest N.")) -> None:
-    """What the crawlers saw: every candidate revision, its status, reason, bytes read, verdict."""
-    st = _state(ctx)
-    rows = st.registry.candidates(source=source, status=status, limit=limit)
-    if st.json:
-        render.print_json(out, rows)
-    else:
-        out.print(render.candidates_table(rows))
-
-
-@app.command("run-once")
-def run_once(ctx: typer.Context,
-             only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable)."),
-             shard: Optional[str] = typer.Option(None, "--shard", help="I/N: only candidates hashing to shard I of N; auto/N takes I from $JOB_COMPLETION_INDEX.")) -> None:
-    """Run every enabled crawler once over its scopes and print a summary."""
-    from monitor import enabled
-    from monitor.locks import job_lock
-    from monitor.owned import OwnedModels
-    from monitor.sweep import Shard, Sweep
-
-    st = _state(ctx)
-    part = Shard.parse(shard, os.environ) if shard else None
-    configured = enabled.build(st.settings, os.environ, only)
-    stop = _stop_on_signals()
-    runs, matches = [], []
-    try:
-        if not configured:
-            err.print("error: no crawler is enabled: add a [crawlers.<name>] table with a scope to "
-                      "the config (see config/monitor.example.toml)")
-            raise typer.Exit(EXIT_INPUT)
-        owned = OwnedModels.load(st.registry)
-        if not len(owned):
-            err.print("error: no models are registered, so nothing could match: "
-                      "monitor register PATH --name NAME")
-            raise typer.Exit(EXIT_INPUT)
-        with render.SweepProgress(err, disabled=st.json or not err.is_terminal) as progress:
-            for c in configured:
-                def on_outcome(run, candidate, outcome) -> None:
-                    progress.update(run)
-                    matches.extend((candidate.location, m) for m in outcome.matches)
-                with job_lock(st.settings.db_path, f"crawl:{c.name}"):  # the daemon's lock too
-                    runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
-                                  concurrency=c.settings.concurrency, on_outcome=on_outcome,
-                                  channels=st.routes, shard=part, stop=stop).run(c.scopes)
-    finally:
-        for c in configured:
-            c.crawler.close()
-    delivered = _deliver_after_sweep(st)
-    if st.json:
-        render.print_json(out, {**render.sweep_json(runs, matches), "alerts": delivered})
-    else:
-        render.print_sweep(out, runs, matches)
-        if delivered:
-            out.print(f"alerts: delivered {delivered['delivered']}, retrying {delivered['retrying']}, "
-                      f"failed {delivered['failed']}, no notifier {delivered['no_notifier']}")
-    if stop.is_set():
-        err.print("stopped by signal: in-flight candidates were finished and recorded")
-
-
-def _deliver_after_sweep(st: State) -> dict | None:
-    """Drain the outbox once a run-once is done: a CronJob has no daemon to do it. Skipped (the
-    rows stay pending) when a daemon holds the delivery lock; a channel without its secret is
-    reported, its rows kept."""
-    from monitor.alert.deliver import drain
-    from monitor.locks import JobBusy, job_lock
-    from monitor.registry.core import utc_now
-
-    if not st.registry.pending_outbox():
-        return None
-    try:
-        with job_lock(st.settings.db_path, "deliver"):
-            report, problems = drain(st.registry, st.settings.alerts, os.environ, utc_now)
-    except JobBusy:
-        return None
-    for message in problems:
-        err.print(f"warning: alerts not sent: {message}", markup=False, highlight=False)
-    return {k: v for k, v in report.__dict__.items() if k != "errors"}
-
-
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM/SIGINT set the event: work in flight finishes and is recorded, nothing new starts."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-@app.command()
-def snapshot(ctx: typer.Context, dest: Path = typer.Argument(..., help="Where to write the copy.")) -> None:
-    """A consistent copy of the registry (for the pods of a sharded sweep), safe while it is in use."""
-    st = _state(ctx)
-    if not dest.parent.is_dir():
-        raise InputError(f"{dest.parent}: no such directory")
-    st.registry.snapshot(dest)
-    out.print(f"registry copied to {dest}")
-
-
-@app.command("import-shards")
-def import_shards(ctx: typer.Context,
-                  paths: list[Path] = typer.Argument(..., help="Registry files the shard pods left behind.")) -> None:
-    """Fold the registries of a sharded sweep's pods into this one (candidates, cursors, events)."""
-    from monitor.merge import import_shard
-
-    st = _state(ctx)
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise InputError(f"{missing[0]}: no such shard registry")
-    report = []
-    for path in paths:
-        done = import_shard(st.registry, path, actor=_actor())
-        report.append({"shard": str(path), **render.to_jsonable(done)})
-        if not st.json:
-            out.print(f"{path}: {done.candidates} candidates, {done.cursors} cursors, "
-                      f"{done.events_new} new events, {done.events_seen_again} seen again")
-    if st.json:
-        render.print_json(out, report)
-
-
-@app.command()
-def daemon(ctx: typer.Context) -> None:
-    """Run every enabled crawler on its schedule, and the retention job, until SIGTERM/SIGINT."""
-    from monitor import enabled, metrics, schedule
-
-    st = _state(ctx)
-    for c in enabled.build(st.settings, os.environ):  # every crawler table valid before starting
-        c.crawler.close()
-    _ = st.registry  # create or migrate it now: jobs open connections of their own
-    gauges = metrics.Metrics(st.settings.db_path)
-    runner = schedule.Daemon(st.settings, schedule.build_jobs(st.settings, os.environ, gauges), gauges)
-    stop = _stop_on_signals()
-    server = metrics.serve(st.settings.daemon.listen, gauges, runner.health)
-    runner.start()
-    err.print(f"daemon running: {len(runner.jobs)} jobs; health and metrics on "
-              f"http://{st.settings.daemon.listen}/healthz and /metrics")
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        clean = runner.stop()
-        server.shutdown()
-    if not clean:
-        err.print(f"error: jobs still running after {st.settings.daemon.stop_timeout_s} s; exiting anyway")
-        raise typer.Exit(EXIT_INTERNAL)
-
-
-@app.command()
-def health(ctx: typer.Context) -> None:
-    """Exit 0 if the daemon on [daemon] listen answers /healthz with 200 (Docker HEALTHCHECK)."""
-    import httpx2
-
-    st = _state(ctx)
-    host, _, port = st.settings.daemon.listen.rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):  # listening everywhere: ask over loopback
-        host = "127.0.0.1"
-    url = f"http://{host}:{port}/healthz"
-    try:
-        response = httpx2.get(url, timeout=5.0)
-    except httpx2.HTTPError as e:
-        err.print(f"unhealthy: {url}: {type(e).__name__}")
-        raise typer.Exit(EXIT_MATCH) from None
-    if response.status_code != 200:
-        err.print(f"unhealthy: {url}: HTTP {response.status_code}")
-        raise typer.Exit(EXIT_MATCH)
-    out.print(response.text if st.json else "healthy")
-
-
-@app.command()
 def demo(ctx: typer.Context,
          workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep demo files here (default: a temp dir).")) -> None:
-    """Register all-MiniLM-L6-v2, scan copies and an unrelated model, print the verdicts."""
+    """Register all-MiniLM-L6-v2, scan its copies, then crawl them on a local Hub; print the verdicts."""
     from monitor import demo as demo_mod
 
     st = _state(ctx)
     demo_mod.run(st, out, workdir)
+
+
+# The rest of the commands register themselves on `app` when imported (kept out of this file).
+from monitor import cli_alerts, cli_ops  # noqa: E402
+
+_COMMAND_MODULES = (cli_alerts, cli_ops)
 
 
 def main(argv: list[str] | None = None) -> None:
