@@ -10,6 +10,9 @@ range a client requested, in chunks (`iter_range`).
   generated deterministically from a seed, for any byte range.
 - `SizedBlob`: `prefix` then `fill` repeated up to `size` bytes (hostile and size tests).
 
+The servers share two more things from here: `Response` / `range_response` (an answer, and a
+Range request answered from a Blob) and `ServerPair` (start and stop a stand-in's servers).
+
 Lazy blobs' `sha256` is a SYNTHETIC id, not the digest of their bytes: computing the real one
 would mean generating every byte. The monitor never verifies a source's published sha256, it
 only compares it with its registry's, so a unique, stable id behaves exactly like one.
@@ -25,7 +28,9 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+import threading
 from functools import cached_property
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -287,3 +292,33 @@ def range_response(blob: Blob, range_header: str | None, headers: dict[str, str]
         return Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
     start, end = span
     return Response(206, blob, {**headers, "Content-Range": f"bytes {start}-{end - 1}/{blob.size}"}, span)
+
+
+class ServerPair:
+    """Lifecycle of a stand-in made of several HTTP servers on 127.0.0.1 (the Hub and its CDN,
+    GitHub's API and its objects host): each on its own port and thread, started and stopped
+    together. Subclasses call `_serve({role: server})` and read `_url(role)`."""
+
+    def _serve(self, servers: dict[str, ThreadingHTTPServer]) -> None:
+        self._servers = servers
+        self._threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
+                         for s in servers.values()]
+
+    def _url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self._servers[role].server_address[1]}"
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        for s in self._servers.values():
+            s.shutdown()
+            s.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import Blob, BytesBlob, Response, range_response
+from monitor.sandbox.blobs import Blob, BytesBlob, Response, ServerPair, range_response
 
 _DOCS = "https://docs.github.com/rest"
 
@@ -98,7 +98,7 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class GitHubServer:
+class GitHubServer(ServerPair):
     """The GitHub API and its asset host on two ports of 127.0.0.1; `with GitHubServer() as gh`."""
 
     def __init__(self, *, rate_limit: int = 5000, rate_reset_s: float = 3600.0,
@@ -113,27 +113,15 @@ class GitHubServer:
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._ids = count(1001)
-        self._servers = {role: _Server(self, role) for role in ("api", "objects")}
-        self._threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
-                         for s in self._servers.values()]
+        self._serve({role: _Server(self, role) for role in ("api", "objects")})
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._servers['api'].server_address[1]}"
+        return self._url("api")
 
     @property
     def objects_url(self) -> str:
-        return f"http://127.0.0.1:{self._servers['objects'].server_address[1]}"
-
-    def __enter__(self) -> GitHubServer:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s in self._servers.values():
-            s.shutdown()
-            s.server_close()
+        return self._url("objects")
 
     # --- content ---------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import (Blob, BytesBlob, Response, git_blob_id,
+from monitor.sandbox.blobs import (Blob, BytesBlob, Response, ServerPair, git_blob_id,
                                    range_response)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -142,7 +142,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return _json({"error": message}, status, {"X-Error-Code": code, "X-Error-Message": message, **(headers or {})})
 
 
-class HubServer:
+class HubServer(ServerPair):
     """The Hub and its CDN on two ports of 127.0.0.1; `with HubServer() as hub: hub.url`."""
 
     def __init__(self, *, page_size: int = 50, delay_s: float = 0.0) -> None:
@@ -154,33 +154,15 @@ class HubServer:
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._counter = count()
-        self._hub = _Server(self, "hub")
-        self._cdn = _Server(self, "cdn")
-        self._threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in (self._hub, self._cdn)]
+        self._serve({role: _Server(self, role) for role in ("hub", "cdn")})
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._hub.server_address[1]}"
+        return self._url("hub")
 
     @property
     def cdn_url(self) -> str:
-        return f"http://127.0.0.1:{self._cdn.server_address[1]}"
-
-    def start(self) -> HubServer:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        for s in (self._hub, self._cdn):
-            s.shutdown()
-            s.server_close()
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._url("cdn")
 
     # --- content ---------------------------------------------------------------------------
 
