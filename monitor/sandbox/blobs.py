@@ -10,9 +10,6 @@ range a client requested, in chunks (`iter_range`).
   generated deterministically from a seed, for any byte range.
 - `SizedBlob`: `prefix` then `fill` repeated up to `size` bytes (hostile and size tests).
 
-The servers share two more things from here: `Response` / `range_response` (an answer, and a
-Range request answered from a Blob) and `ServerPair` (start and stop a stand-in's servers).
-
 Lazy blobs' `sha256` is a SYNTHETIC id, not the digest of their bytes: computing the real one
 would mean generating every byte. The monitor never verifies a source's published sha256, it
 only compares it with its registry's, so a unique, stable id behaves exactly like one.
@@ -27,10 +24,8 @@ import math
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-import threading
+from dataclasses import dataclass
 from functools import cached_property
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -257,68 +252,3 @@ class SyntheticSafetensors:
             return x.astype("<f2").tobytes()
         bits = x.view(np.uint32)  # BF16: round to nearest even on the top 16 bits
         return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
-
-
-@dataclass
-class Response:
-    """An answer either server sends: status, headers, and bytes or a span of a Blob."""
-
-    status: int
-    body: bytes | Blob = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    span: tuple[int, int] | None = None  # the part of a Blob body to send; None: all of it
-
-    @property
-    def length(self) -> int:
-        if isinstance(self.body, bytes):
-            return len(self.body)
-        start, end = self.span or (0, self.body.size)
-        return end - start
-
-    def pieces(self) -> Iterator[bytes]:
-        if isinstance(self.body, bytes):
-            yield self.body
-        else:
-            yield from iter_range(self.body, *(self.span or (0, self.body.size)))
-
-
-def range_response(blob: Blob, range_header: str | None, headers: dict[str, str]) -> Response:
-    """One `bytes=a-b`, `a-` or `-n` range (RFC 9110 §14); anything else gets the whole body."""
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **headers}
-    span = parse_range(range_header, blob.size)
-    if span is None:
-        return Response(200, blob, headers)
-    if span == "unsatisfiable":
-        return Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
-    start, end = span
-    return Response(206, blob, {**headers, "Content-Range": f"bytes {start}-{end - 1}/{blob.size}"}, span)
-
-
-class ServerPair:
-    """Lifecycle of a stand-in made of several HTTP servers on 127.0.0.1 (the Hub and its CDN,
-    GitHub's API and its objects host): each on its own port and thread, started and stopped
-    together. Subclasses call `_serve({role: server})` and read `_url(role)`."""
-
-    def _serve(self, servers: dict[str, ThreadingHTTPServer]) -> None:
-        self._servers = servers
-        self._threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
-                         for s in servers.values()]
-
-    def _url(self, role: str) -> str:
-        return f"http://127.0.0.1:{self._servers[role].server_address[1]}"
-
-    def start(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        for s in self._servers.values():
-            s.shutdown()
-            s.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import Blob, BytesBlob, Response, ServerPair, range_response
+from monitor.sandbox.blobs import Blob, BytesBlob
+from monitor.sandbox.serving import Response, ServerPair, range_response
 
 _DOCS = "https://docs.github.com/rest"
 
@@ -101,17 +101,17 @@ def _iso(dt: datetime) -> str:
 class GitHubServer(ServerPair):
     """The GitHub API and its asset host on two ports of 127.0.0.1; `with GitHubServer() as gh`."""
 
+    log_role = "objects"
+
     def __init__(self, *, rate_limit: int = 5000, rate_reset_s: float = 3600.0,
                  require_token: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.rate_limit, self.rate_reset_s = rate_limit, rate_reset_s
         self.require_token = require_token  # when set, API requests need `Bearer <it>`
         self._clock = clock  # what rate-limit windows are measured on (tests pass a fake)
         self._buckets: dict[str, list[float]] = {}  # resource -> [used, reset epoch]
         self._repos: dict[str, _Repo] = {}  # "owner/name" -> repo
         self._assets: dict[int, _Asset] = {}  # every asset ever uploaded, what objects serves
-        self._faults: list[list] = []  # [path prefix, status, retry_after, times left]
-        self._log: list[RequestRecord] = []
-        self._lock = threading.Lock()
         self._ids = count(1001)
         self._serve({role: _Server(self, role) for role in ("api", "objects")})
 
@@ -172,32 +172,16 @@ class GitHubServer(ServerPair):
         GitHub's secondary rate limits are 403 or 429 with Retry-After and a nonzero
         X-RateLimit-Remaining; a fault costs no budget.
         """
-        with self._lock:
-            self._faults.append([prefix, status, retry_after, times])
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._log)
-
-    def bytes_served(self, server: str = "objects") -> int:
-        return sum(r.bytes_served for r in self.requests if r.server == server)
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self._log.clear()
+        super().fail_next(prefix, status, retry_after, times)
 
     # --- answering -------------------------------------------------------------------------
 
     def _answer(self, role: str, path: str, query: dict[str, list[str]], headers) -> Response:
-        with self._lock:
-            fault = next((f for f in self._faults if f[3] > 0 and path.startswith(f[0])), None)
-            if fault:
-                fault[3] -= 1
+        fault = self._take_fault(path)
         if fault:
-            extra = {} if fault[2] is None else {"Retry-After": str(fault[2])}
-            message = "You have exceeded a secondary rate limit." if fault[1] in (403, 429) else "injected"
-            resp = _message(fault[1], message, extra)
+            extra = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+            message = "You have exceeded a secondary rate limit." if fault.status in (403, 429) else "injected"
+            resp = _message(fault.status, message, extra)
             return resp if role == "objects" else self._stamp(resp, path, spend=False)
         if role == "objects":
             asset_id = path.removeprefix("/release-assets/")
@@ -367,8 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = resp.length if send_body and resp.status != 304 else 0
         record = RequestRecord(self.server.role, self.command, self.path, resp.status, sent,
                                self.headers.get("Range"), "Authorization" in self.headers)
-        with github._lock:  # logged before the body goes out: a client with its answer may look
-            github._log.append(record)
+        github._record(record)
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)

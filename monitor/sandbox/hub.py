@@ -29,16 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from monitor.sandbox.blobs import (Blob, BytesBlob, Response, ServerPair, git_blob_id,
-                                   range_response)
+from monitor.sandbox.blobs import Blob, BytesBlob, git_blob_id
+from monitor.sandbox.serving import Response, ServerPair, range_response
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -126,14 +125,6 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-@dataclass
-class _Fault:
-    prefix: str
-    status: int
-    retry_after: int | None
-    remaining: int
-
-
 def _json(obj, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
 
@@ -143,16 +134,21 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 class HubServer(ServerPair):
-    """The Hub and its CDN on two ports of 127.0.0.1; `with HubServer() as hub: hub.url`."""
+    """The Hub and its CDN on two ports of 127.0.0.1; `with HubServer() as hub: hub.url`.
+
+    `fail_next` paths are the servers' own (`/api/models`, `/org/name/resolve/...`; CDN:
+    `/<sha256>`); huggingface_hub sleeps Retry-After + 1 s before retrying a 429 (utils/_http.py).
+    `bytes_served()` is the CDN's: the weight bytes a crawler read.
+    """
+
+    log_role = "cdn"
 
     def __init__(self, *, page_size: int = 50, delay_s: float = 0.0) -> None:
         self.page_size = page_size
         self.delay_s = delay_s  # slept before answering any request on either server
         self._repos: dict[str, _Repo] = {}
         self._blobs: dict[str, Blob] = {}  # sha256 -> content, what the CDN serves
-        self._faults: list[_Fault] = []
-        self._log: list[RequestRecord] = []
-        self._lock = threading.Lock()
+        super().__init__()
         self._counter = count()
         self._serve({role: _Server(self, role) for role in ("hub", "cdn")})
 
@@ -201,48 +197,6 @@ class HubServer(ServerPair):
                 if f.lfs:
                     self._blobs[f.sha256] = f.blob
         return revision
-
-    # --- faults and log --------------------------------------------------------------------
-
-    def fail_next(self, path_prefix: str, status: int = 429, retry_after: int | None = 1, times: int = 1) -> None:
-        """Answer the next `times` requests whose path starts with `path_prefix` with `status`.
-
-        Paths are the servers' own (`/api/models`, `/org/name/resolve/...`; CDN: `/<sha256>`).
-        Note huggingface_hub sleeps Retry-After + 1 s before retrying a 429 (utils/_http.py).
-        """
-        with self._lock:
-            self._faults.append(_Fault(path_prefix, status, retry_after, times))
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._log)
-
-    def bytes_served(self, server: str = "cdn") -> int:
-        """Body bytes sent by one server; the CDN's total is the weight bytes a crawler read."""
-        return sum(r.bytes_served for r in self.requests if r.server == server)
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self._log.clear()
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and path.startswith(fault.prefix):
-                    fault.remaining -= 1
-                    return fault
-        return None
-
-    def _record(self, record: RequestRecord) -> int:
-        with self._lock:
-            self._log.append(record)
-            return len(self._log) - 1
-
-    def _amend(self, index: int, **changes) -> None:
-        with self._lock:
-            if index < len(self._log):  # clear_log() may have run meanwhile
-                self._log[index] = replace(self._log[index], **changes)
 
     # --- routes ----------------------------------------------------------------------------
 
