@@ -60,16 +60,17 @@ def alerts_test(ctx: typer.Context,
     """Send a test alert through one channel now (PagerDuty: trigger, then resolve)."""
     import dataclasses
 
-    from monitor.alert.base import Action, Alert
+    from monitor.alert.base import Action, DetectionAlert
     from monitor.alert.build import notifier
     from monitor.registry.core import iso, utc_now
 
     st = _state(ctx)
     sender = notifier(channel, st.settings.alerts, os.environ)
-    alert = Alert(outbox_id=0, event_id=0, channel=channel, fingerprint=f"test-{_actor()}",
-                  action=Action.TRIGGER, model="test-model", location="hf://example/test-alert",
-                  verdict="exact", score=1.0, confidence="high", p_value=None, status="new",
-                  detected_at=iso(utc_now()))
+    alert = DetectionAlert(outbox_id=0, channel=channel, fingerprint=f"test-{_actor()}",
+                           action=Action.TRIGGER, repeat=0, event_id=0, model="test-model",
+                           location="hf://example/test-alert", verdict="exact", score=1.0,
+                           confidence="high", p_value=None, status="new",
+                           detected_at=iso(utc_now()))
     try:
         sender.send(alert)
         if channel == "pagerduty":

@@ -33,7 +33,7 @@ def run_once(ctx: typer.Context,
              only: list[str] = typer.Option([], "--crawler", help="Run only this crawler (repeatable)."),
              shard: Optional[str] = typer.Option(None, "--shard", help="I/N: only candidates hashing to shard I of N; auto/N takes I from $JOB_COMPLETION_INDEX.")) -> None:
     """Run every enabled crawler once over its scopes and print a summary."""
-    from monitor import enabled
+    from monitor import conditions, enabled
     from monitor.locks import job_lock
     from monitor.owned import OwnedModels
     from monitor.sweep import Shard, Sweep
@@ -59,9 +59,14 @@ def run_once(ctx: typer.Context,
                     progress.update(run)
                     matches.extend((candidate.location, m) for m in outcome.matches)
                 with job_lock(st.settings.db_path, f"crawl:{c.name}"):  # the daemon's lock too
-                    runs += Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
+                    these = Sweep(st.registry, c.crawler, owned, st.thresholds, _actor(),
                                   concurrency=c.settings.concurrency, on_outcome=on_outcome,
                                   channels=st.routes, shard=part, stop=stop).run(c.scopes)
+                    if not stop.is_set():  # a stopped sweep says nothing about its source
+                        conditions.record(st.registry, conditions.observe_sweep(c.name, these),
+                                          st.routes, fire_after=st.settings.alerts.fire_after_runs,
+                                          actor=_actor())
+                    runs += these
     finally:
         for c in configured:
             c.crawler.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,7 +93,9 @@ class CrawlerSettings(_Section):
     _crontab = field_validator("schedule")(lambda cls, v: _crontab(v))
 
 
-RoutedVerdict = Literal["exact", "repackaged", "derivative"]
+# What routes, severities and repeat intervals are keyed by: a detection's verdict, or the kind
+# of a condition of the monitor itself (monitor.conditions).
+AlertKind = Literal["exact", "repackaged", "derivative", "source_unreachable", "scope_failing"]
 Channel = Literal["slack", "pagerduty", "log"]
 
 
@@ -100,11 +103,18 @@ class AlertSettings(_Section):
     """[alerts]: where each verdict is sent and how hard; secrets come from read_secret
     (SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY)."""
 
-    routes: dict[RoutedVerdict, list[Channel]] = {
+    routes: dict[AlertKind, list[Channel]] = {
         "exact": ["pagerduty", "slack"], "repackaged": ["pagerduty", "slack"],
-        "derivative": ["slack"]}
-    severity: dict[RoutedVerdict, Literal["critical", "error", "warning", "info"]] = {
-        "exact": "critical", "repackaged": "critical", "derivative": "warning"}
+        "derivative": ["slack"], "source_unreachable": ["slack"], "scope_failing": ["slack"]}
+    severity: dict[AlertKind, Literal["critical", "error", "warning", "info"]] = {
+        "exact": "critical", "repackaged": "critical", "derivative": "warning",
+        "source_unreachable": "error", "scope_failing": "warning"}
+    # Alertmanager's repeat_interval: hours before an open, unacknowledged alert is sent again.
+    repeat_every_h: dict[AlertKind, float] = {
+        "exact": 24.0, "repackaged": 24.0, "derivative": 72.0, "source_unreachable": 24.0,
+        "scope_failing": 0.0}
+    # Alertmanager's `for`: failing sweeps in a row before a condition fires.
+    fire_after_runs: int = Field(2, ge=1, le=1000)
     slack_channel: str = "#security-alerts"
     slack_api_url: str = "https://slack.com/api/"
     pagerduty_url: str = "https://events.pagerduty.com"
@@ -112,6 +122,17 @@ class AlertSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, le=300)
     retry_base_s: float = Field(30.0, gt=0, le=86400)
     retry_max_s: float = Field(3600.0, gt=0, le=7 * 86400)
+
+    @field_validator("repeat_every_h")
+    @classmethod
+    def _hours(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, hours in value.items():
+            if not 0 <= hours <= 24 * 365:
+                raise ValueError(f"{kind}: hours must be between 0 (never) and 8760")
+        return value
+
+    def repeat_intervals(self) -> dict[str, timedelta]:
+        return {kind: timedelta(hours=h) for kind, h in self.repeat_every_h.items()}
 
     @field_validator("pagerduty_url")
     @classmethod

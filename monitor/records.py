@@ -170,23 +170,65 @@ class OutboxStatus(str, Enum):
     PENDING = "pending"      # due at next_attempt_at (again, after a failure with a retry time)
     DELIVERED = "delivered"  # the channel accepted it
     FAILED = "failed"        # given up on; last_error says why
+    SUPPRESSED = "suppressed"  # not sent on purpose: its subject closed first, or nothing to resolve
+
+
+class AlertAction(str, Enum):
+    """What one notification says about its subject (Alertmanager's firing/resolved, plus
+    reminders). PagerDuty hears a repeat as another trigger on the same dedup_key."""
+
+    TRIGGER = "trigger"  # first notification: a new detection, a condition starting to fire
+    REPEAT = "repeat"    # still open and unacknowledged after the kind's repeat interval
+    RESOLVE = "resolve"  # the event was closed, the condition cleared
 
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One alert for one channel, written in the same transaction as its event."""
+    """One notification for one channel about one subject — an event or a condition — written
+    in the same transaction as the change that caused it."""
 
     id: int
-    event_id: int
+    event_id: int | None  # exactly one of event_id and condition_id is set
+    condition_id: int | None
     channel: str
-    dedup_key: str  # the event's key: one model at one location; channels may dedupe on it
-    payload: dict[str, Any]  # the event as JSON, frozen when it was detected
+    dedup_key: str  # stable per subject: one model at one location, one condition; PagerDuty's
+    action: AlertAction
+    seq: int  # 0, or which repeat this is (1, 2, ...)
+    payload: dict[str, Any]  # the subject as JSON, frozen when the notification was queued
     status: OutboxStatus
     attempts: int  # delivery attempts so far, successful or not
     next_attempt_at: str  # ISO-8601 UTC; the row is due once now reaches it
     last_error: str | None
     created_at: str
     delivered_at: str | None
+
+
+class ConditionState(str, Enum):
+    """Alertmanager's alert states: failing, but not yet for `fire_after` runs in a row, is
+    pending (no notification); firing notifies; resolved closes it (and notifies if it fired)."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class ConditionRecord:
+    """Something wrong with the monitor's own view of the world (not a finding): a source that
+    cannot be listed, a scope that keeps failing. Notified like an event, resolved by itself."""
+
+    id: int
+    kind: str  # the route key: source_unreachable, scope_failing
+    subject: str  # what it is about: a crawler name, or crawler/scope
+    fingerprint: str  # stable per (kind, subject): the outbox dedup_key
+    parent: str | None  # the fingerprint of the condition that inhibits this one while firing
+    state: ConditionState
+    failures: int  # failed runs in a row so far
+    detail: str  # the last failure, one line
+    started_at: str
+    last_seen_at: str
+    fired_at: str | None
+    resolved_at: str | None
 
 
 @dataclass(frozen=True)

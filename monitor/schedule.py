@@ -27,7 +27,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor import enabled
+from monitor import conditions, enabled
 from monitor.alert.deliver import drain
 from monitor.alert.policy import Routes
 from monitor.config import Settings
@@ -104,6 +104,9 @@ def _crawl(settings: Settings, env: Mapping[str, str], name: str, metrics: Metri
                               on_outcome=count, stop=stop, channels=Routes.from_settings(settings.alerts))
                 runs = sweep.run(configured.scopes)
                 log.info("sweep done", extra={"crawler": name, "runs": [r.as_dict() for r in runs]})
+                if not stop.is_set():  # a stopped sweep says nothing about its source
+                    conditions.record(registry, conditions.observe_sweep(name, runs), sweep.channels,
+                                      fire_after=settings.alerts.fire_after_runs, actor=actor)
         finally:
             configured.crawler.close()
     return run

@@ -15,6 +15,11 @@ Guarantees, and the one window they leave:
   carries the alert's fingerprint as dedup_key, so it updates the same incident); Slack has no
   idempotency key, so there the window shows as one duplicate message.
 - One deliverer per registry at a time: two concurrent drains could both send a due row.
+
+Before each pass, `queue_repeats` owes a reminder to each channel of an unacknowledged event or a
+firing condition that has heard nothing for its kind's repeat interval. During the pass, a
+condition's trigger or repeat is held back while its parent condition fires (inhibition), and a
+resolve for a channel that never accepted the trigger is suppressed, not sent.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from monitor.alert.base import Alert, DeliveryError, Notifier, Permanent, Transient
+from monitor.alert.base import Action, Alert, DeliveryError, Notifier, Permanent, Transient
+from monitor.records import OutboxRow
 from monitor.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,9 @@ class DeliveryReport:
     already_sent: int = 0  # logged as accepted but not yet marked: marked now, not re-sent
     no_notifier: int = 0  # rows for a channel nothing is configured for: left pending
     deferred: int = 0  # not tried this pass: their channel asked us to wait (Retry-After)
+    inhibited: int = 0  # held back while a parent condition fires: left pending
+    suppressed: int = 0  # resolves with nothing to resolve (the trigger never got through)
+    repeats_queued: int = 0  # reminders owed at the start of the pass
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -73,18 +82,20 @@ def deliver_due(registry: Registry, notifiers: Mapping[str, Notifier], clock: Cl
         if notifier is None:
             report.no_notifier += 1
             continue
-        alert = Alert.from_row(row)
         if row.channel in waiting and clock() < waiting[row.channel]:
             report.deferred += 1
             continue
-        if registry.notified(row.id, alert.action.value):
-            registry.record_notification(row.id, alert.action.value)
+        if registry.notified(row.id):
+            registry.record_notification(row.id)
             report.already_sent += 1
             continue
+        if _held_back(registry, row, report):
+            continue
+        alert = Alert.from_row(row)
         try:
             answer = notifier.send(alert)
         except Permanent as e:
-            registry.mark_failed(row.id, str(e), next_attempt_at=None, action=alert.action.value)
+            registry.mark_failed(row.id, str(e), next_attempt_at=None)
             report.failed += 1
             report.errors[row.channel] = str(e)
             log.error("alert rejected, giving up", extra={
@@ -95,17 +106,41 @@ def deliver_due(registry: Registry, notifiers: Mapping[str, Notifier], clock: Cl
             at = clock() + timedelta(seconds=delay)
             if retry_after is not None:
                 waiting[row.channel] = at
-            registry.mark_failed(row.id, str(e), next_attempt_at=at, action=alert.action.value)
+            registry.mark_failed(row.id, str(e), next_attempt_at=at)
             report.retrying += 1
             report.errors[row.channel] = str(e)
             log.warning("alert not delivered, will retry", extra={
                 "outbox_id": row.id, "channel": row.channel, "error": str(e), "retry_in_s": delay})
         else:
-            registry.record_notification(row.id, alert.action.value, answer)
+            registry.record_notification(row.id, answer)
             report.delivered += 1
             log.info("alert delivered", extra={"outbox_id": row.id, "channel": row.channel,
                                                "action": alert.action.value})
     return report
+
+
+def _held_back(registry: Registry, row: OutboxRow, report: DeliveryReport) -> bool:
+    """Inhibition and resolves with nothing to resolve; True if the row is not to be sent now."""
+    if row.action is Action.RESOLVE:
+        if not registry.opened(row):
+            registry.mark_suppressed(row.id, "nothing to resolve: the channel never accepted "
+                                             "a trigger for it")
+            report.suppressed += 1
+            return True
+        return False
+    if row.condition_id is not None:
+        parent = registry.inhibited_by(row.condition_id)
+        if parent is not None:  # stays pending; sent if still firing once the parent clears
+            report.inhibited += 1
+            log.info("alert inhibited", extra={"outbox_id": row.id, "channel": row.channel,
+                                               "by": f"{parent.kind}: {parent.subject}"})
+            return True
+    return False
+
+
+def queue_repeats(registry: Registry, every: Mapping[str, timedelta], now: datetime) -> int:
+    """Owe reminders for what is still open (see the module docstring)."""
+    return registry.queue_event_repeats(every, now) + registry.queue_condition_repeats(every, now)
 
 
 def drain(registry: Registry, alerts, env: Mapping[str, str], clock: Clock, *,
@@ -116,6 +151,7 @@ def drain(registry: Registry, alerts, env: Mapping[str, str], clock: Clock, *,
     from monitor.alert.build import notifier
     from monitor.errors import MonitorError
 
+    repeats = queue_repeats(registry, alerts.repeat_intervals(), clock())
     wanted = {r.channel for r in registry.pending_outbox(channel=channel)}
     senders, problems = {}, []
     for name in sorted(wanted):
@@ -129,4 +165,5 @@ def drain(registry: Registry, alerts, env: Mapping[str, str], clock: Clock, *,
     finally:
         for s in senders.values():
             s.close()
+    report.repeats_queued = repeats
     return report, problems

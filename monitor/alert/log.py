@@ -21,7 +21,5 @@ class LogNotifier(Notifier):
 
     def send(self, alert: Alert) -> None:
         self.logger.log(self.level, "alert: %s", alert.summary, extra={
-            "event_id": alert.event_id, "fingerprint": alert.fingerprint,
-            "action": alert.action.value, "verdict": alert.verdict,
-            "confidence": alert.confidence, "p_value": alert.p_value, "link": alert.link,
-            "next_step": alert.next_step})
+            **alert.details(), "fingerprint": alert.fingerprint, "action": alert.action.value,
+            "link": alert.link})

@@ -64,11 +64,8 @@ class PagerDutyNotifier(Notifier):
             else:
                 key = self.events.trigger(
                     alert.summary, source="provenance-monitor", dedup_key=alert.fingerprint,
-                    severity=self.severities.get(alert.verdict, "critical"),
-                    custom_details={"event_id": alert.event_id, "model": alert.model,
-                                    "location": alert.location, "verdict": alert.verdict,
-                                    "confidence": alert.confidence, "score": alert.score,
-                                    "p_value": alert.p_value, "next_step": alert.next_step},
+                    severity=self.severities.get(alert.kind, "critical"),  # type: ignore[attr-defined]
+                    custom_details=alert.details(),
                     links=[{"href": alert.link, "text": "where it was found"}] if alert.link else None)
         except _RetryableAnswer as e:
             status = e.response.status_code

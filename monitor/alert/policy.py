@@ -1,12 +1,12 @@
-"""Routing and severity: which channels a verdict is sent to, and how loudly it pages.
+"""Routing and severity: which channels each kind of alert is sent to, and how loudly it pages.
 
 The pipeline asks `Routes.channels(match)` when it records an event, so each match's outbox rows
-go only to its verdict's channels (an exact copy pages, a derivative posts to Slack). A verdict
-without a route gets no outbox row: it is still an event (`monitor events list`).
+go only to its verdict's channels (an exact copy pages, a derivative posts to Slack); conditions
+ask `Routes.for_kind`. A kind without a route gets no outbox row: a detection is still an event
+(`monitor events list`), a condition still a row (`monitor alerts conditions`).
 
-Not implemented (the issue borrows them from Alertmanager): repeat_interval — re-notifying an
-event still open after a while — and inhibition — a "source unreachable" alert muting the
-alerts of that source's candidates; neither has an event kind to hang on yet.
+Repeats and inhibition are decided at delivery (alert/deliver.py), from `[alerts]
+repeat_every_h` and each condition's parent.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ class Routes:
         return cls(routes=dict(alerts.routes), severity=dict(alerts.severity))  # type: ignore[attr-defined]
 
     def channels(self, match: Match) -> list[str]:
-        return list(self.routes.get(Verdict(match.verdict).value, ()))
+        return self.for_kind(Verdict(match.verdict).value)
+
+    def for_kind(self, kind: str) -> list[str]:
+        return list(self.routes.get(kind, ()))
 
     def __call__(self, match: Match) -> list[str]:
         return self.channels(match)

@@ -16,7 +16,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from monitor.alert.base import Action, Alert, Notifier, Permanent, Transient
+from monitor.alert.base import (Action, Alert, ConditionAlert, DetectionAlert, Notifier,
+                                Permanent, Transient)
 from monitor.httputil import retry_after_seconds
 
 # chat.postMessage errors that Slack documents as worth retrying (answered with HTTP 200).
@@ -26,6 +27,9 @@ _TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "re
 
 def blocks(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
     """Fallback text and Block Kit blocks: what, where (linked), how sure, what to do next."""
+    if isinstance(alert, ConditionAlert):
+        return _condition_blocks(alert)
+    assert isinstance(alert, DetectionAlert)
     where = f"<{alert.link}|{alert.location}>" if alert.link else f"`{alert.location}`"
     if alert.action is Action.RESOLVE:
         text = f"Resolved ({alert.status}): {alert.model} at {alert.location}"
@@ -33,20 +37,32 @@ def blocks(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
                        f":white_check_mark: *Resolved* ({alert.status}): event {alert.event_id}, "
                        f"*{alert.model}* at {where}"}}]
     p_value = "n/a" if alert.p_value is None else f"{alert.p_value:.2e}"
-    text = f"{alert.verdict} copy of {alert.model} found at {alert.location}"
+    text = alert.summary
+    title = f"Possible stolen copy of {alert.model}"
+    if alert.action is Action.REPEAT:
+        title = f"Still unacknowledged (reminder {alert.repeat}): copy of {alert.model}"
     return text, [
-        {"type": "header", "text": {"type": "plain_text",
-                                    "text": f"Possible stolen copy of {alert.model}"[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"Found at {where}"}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Verdict*\n{alert.verdict}"},
             {"type": "mrkdwn", "text": f"*Confidence*\n{alert.confidence} (score {alert.score:.2f})"},
             {"type": "mrkdwn", "text": f"*p-value*\n{p_value}"},
-            {"type": "mrkdwn", "text": f"*Event*\n{alert.event_id} · detected {alert.detected_at[:19]}Z"},
+            {"type": "mrkdwn", "text": f"*Event*\n{alert.event_id} · detected {alert.detected_at[:19]}Z"
+                                       f" · seen {alert.sightings}×"},
         ]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text":
                                           f"Next step: `{alert.next_step}`"}]},
     ]
+
+
+def _condition_blocks(alert: ConditionAlert) -> tuple[str, list[dict[str, Any]]]:
+    icon = ":white_check_mark:" if alert.action is Action.RESOLVE else ":warning:"
+    body = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} {alert.summary}"}}]
+    if alert.action is not Action.RESOLVE:
+        body.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                     f"Failing since {alert.since[:19]}Z · next step: {alert.next_step}"}]})
+    return alert.summary, body
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:

@@ -4,10 +4,17 @@ The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[i]`` takes a d
 version ``i`` to ``i + 1``; each runs in its own transaction together with the version bump, so a
 failed migration leaves the file at the previous version. Migrations only add (tables, columns,
 indexes, backfills): they never drop data. To change the schema, append one function.
+
+SQLite cannot alter a column's constraints, so a migration marked `rebuilds` may rebuild a table
+the way SQLite documents (https://sqlite.org/lang_altertable.html#otheralter): create the new
+table, copy every row, drop the old one, rename the new one. `migrate` turns foreign keys off
+around such a step and runs ``PRAGMA foreign_key_check`` before it commits; a test migrates a
+populated registry and compares every row.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -145,8 +152,24 @@ END;
 """
 
 
+def script(db: Database, sql: str) -> None:
+    """Run several statements inside the caller's transaction, one by one.
+
+    Not ``executescript``: Python's sqlite3 commits any pending transaction before running a
+    script, which would make a migration half-applied when a later statement fails.
+    """
+    statement = ""
+    for piece in sql.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip(" \n;"):
+        raise ValueError(f"incomplete SQL statement: {statement.strip()[:80]}")
+
+
 def _v1_initial(db: Database) -> None:
-    db.executescript(_V1)
+    script(db, _V1)
 
 
 def _v2_notification_log(db: Database) -> None:
@@ -154,7 +177,7 @@ def _v2_notification_log(db: Database) -> None:
     action, written in the transaction that marks the row delivered; the deliverer checks it
     before sending. The outbox keeps UNIQUE(event_id, channel): a resolve notification reuses
     its row (the action travels in the payload), so a channel gets one row per event."""
-    db.executescript("""
+    script(db, """
     CREATE TABLE notifications (
         id INTEGER PRIMARY KEY,
         outbox_id INTEGER NOT NULL REFERENCES outbox(id),
@@ -170,7 +193,103 @@ def _v2_notification_log(db: Database) -> None:
     """)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_notification_log)
+def rebuilds(step: Migration) -> Migration:
+    """Mark a migration that rebuilds tables (drop and rename): run with foreign keys off."""
+    step.rebuilds_tables = True  # type: ignore[attr-defined]
+    return step
+
+
+@rebuilds
+def _v3_alerts_beyond_detections(db: Database) -> None:
+    """Conditions, repeats and inhibition (Alertmanager's habits) need three schema changes.
+
+    - ``conditions``: alerts about the monitor's own sources, not findings — a source that
+      cannot be listed, one scope that keeps failing (endpoint probes will add theirs). State
+      goes pending → firing (after `fire_after` failed runs in a row) → resolved; `parent` is the
+      fingerprint of the condition that inhibits this one while it fires.
+    - ``outbox`` rows belong to an event or to a condition, and carry their own action
+      (trigger, repeat, resolve) and repeat number: one row per notification, where v1 reused a
+      row for its resolve. ``suppressed``: a row deliberately not sent (its subject closed first).
+    - ``notifications`` follow, and log repeats too.
+    Rows are copied as they are; a v1/v2 row keeps its id, and its action comes from its payload.
+    """
+    script(db, """
+    CREATE TABLE conditions (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        parent TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+        failures INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        fired_at TEXT,
+        resolved_at TEXT
+    );
+    CREATE UNIQUE INDEX conditions_open ON conditions(fingerprint) WHERE state != 'resolved';
+    CREATE INDEX conditions_parent ON conditions(parent) WHERE state = 'firing';
+
+    CREATE TABLE outbox_v3 (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER REFERENCES events(id),
+        condition_id INTEGER REFERENCES conditions(id),
+        channel TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('trigger', 'repeat', 'resolve')),
+        seq INTEGER NOT NULL DEFAULT 0,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'failed', 'suppressed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        CHECK ((event_id IS NULL) + (condition_id IS NULL) = 1)
+    );
+    INSERT INTO outbox_v3 (id, event_id, condition_id, channel, dedup_key, action, seq, payload,
+                           status, attempts, next_attempt_at, last_error, created_at, delivered_at)
+        SELECT id, event_id, NULL, channel, dedup_key,
+               coalesce(json_extract(payload, '$.action'), 'trigger'), 0, payload, status,
+               attempts, next_attempt_at, last_error, created_at, delivered_at FROM outbox;
+
+    CREATE TABLE notifications_v3 (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        event_id INTEGER REFERENCES events(id),
+        condition_id INTEGER REFERENCES conditions(id),
+        channel TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('trigger', 'repeat', 'resolve')),
+        sent_at TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        UNIQUE (outbox_id, action)
+    );
+    INSERT INTO notifications_v3 (id, outbox_id, event_id, condition_id, channel, dedup_key,
+                                  action, sent_at, detail)
+        SELECT id, outbox_id, event_id, NULL, channel, dedup_key, action, sent_at, detail
+        FROM notifications;
+
+    DROP TABLE notifications;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v3 RENAME TO outbox;
+    ALTER TABLE notifications_v3 RENAME TO notifications;
+
+    CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+    CREATE UNIQUE INDEX outbox_event_once ON outbox(event_id, channel, action, seq)
+        WHERE event_id IS NOT NULL;
+    CREATE UNIQUE INDEX outbox_condition_once ON outbox(condition_id, channel, action, seq)
+        WHERE condition_id IS NOT NULL;
+    CREATE INDEX notifications_key ON notifications(channel, dedup_key);
+    CREATE INDEX notifications_event ON notifications(event_id, channel);
+    CREATE INDEX notifications_condition ON notifications(condition_id, channel);
+    """)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_notification_log,
+                                     _v3_alerts_beyond_detections)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -187,16 +306,27 @@ def migrate(db: Database, path: Path, migrations: Sequence[Migration] = MIGRATIO
     known = len(migrations)
     _check_version(db, path, known)
     for target in range(user_version(db) + 1, known + 1):
+        step = migrations[target - 1]
+        rebuild = getattr(step, "rebuilds_tables", False)
+        foreign_keys = db.execute("PRAGMA foreign_keys").fetchone()[0]
+        if rebuild:  # a no-op inside a transaction, so before BEGIN
+            db.execute("PRAGMA foreign_keys = OFF")
         db.conn.execute("BEGIN IMMEDIATE")
         try:
             current = _check_version(db, path, known)
             if current < target:
-                migrations[target - 1](db)
+                step(db)
+                if rebuild and db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise RegistryError(f"registry {path}: migration to schema version {target} "
+                                        "would break a foreign key; nothing was changed")
                 db.execute(f"PRAGMA user_version = {target:d}")
             db.conn.execute("COMMIT")
         except BaseException:
             db.rollback()
             raise
+        finally:
+            if rebuild:
+                db.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return known
 
 

@@ -1,7 +1,8 @@
 """The registry: the daemon's only state, in one SQLite file.
 
-Registered models (files, tensor digests, fingerprints), crawl cursors and candidates seen, and,
-through `EventStore`, detections, the alert outbox and the audit log. Every multi-row change is
+Registered models (files, tensor digests, fingerprints), crawl cursors and candidates seen;
+detections (`EventStore`), conditions (`ConditionStore`), the alert outbox they share
+(`OutboxStore`) and the audit log. Every multi-row change is
 one transaction; every timestamp comes from the injected clock.
 """
 
@@ -21,6 +22,7 @@ from monitor.errors import InputError, NotFoundError
 from monitor.records import FingerprintBlob, ModelRecord, TensorDigest, Verdict, WeightFile
 from monitor.registry.core import (Clock, chunked, connect, iso, operation, placeholders,
                                    translate)
+from monitor.registry.conditions import ConditionStore
 from monitor.registry.events import EventStore
 from monitor.registry.schema import migrate
 
@@ -40,7 +42,7 @@ def _file(row: dict[str, Any]) -> WeightFile:
                       format=row["format"])
 
 
-class Registry(EventStore):
+class Registry(EventStore, ConditionStore):
     """Open with `Registry.open(path)`; use as a context manager or call `close()`."""
 
     @classmethod

@@ -7,7 +7,7 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from monitor.alert import pagerduty
-from monitor.alert.base import Action, Alert, Permanent, Transient
+from monitor.alert.base import Action, Alert, DetectionAlert, Permanent, Transient
 from monitor.alert.deliver import Backoff, deliver_due
 from monitor.alert.pagerduty import PagerDutyNotifier
 from monitor.alert.slack import SlackNotifier, SlackWebhookNotifier
@@ -55,8 +55,8 @@ def test_slack_500_then_429_then_200_is_delivered_once(registry, model, clock, s
 
 
 def test_slack_errors_are_translated_once(model, slack_server):
-    alert = Alert(1, 1, "slack", "k", Action.TRIGGER, "m", "/x", "exact", 1.0, "high", None, "new",
-                  "2025-01-01T00:00:00")
+    alert = DetectionAlert(1, "slack", "k", Action.TRIGGER, 0, 1, "m", "/x", "exact", 1.0, "high",
+                           None, "new", "2025-01-01T00:00:00")
     with pytest.raises(Permanent, match="invalid_auth"):
         _slack(slack_server, token="wrong").send(alert)
     with pytest.raises(Permanent, match="channel_not_found"):

@@ -96,10 +96,92 @@ def test_a_failing_migration_leaves_the_previous_version(db_path, make_model, re
     db.close()
 
 
-def test_migrations_never_drop_anything():
+def test_only_a_marked_rebuild_may_drop_and_nothing_deletes_rows():
     for step in MIGRATIONS:
-        text = inspect.getsource(step) + (schema._V1 if step is MIGRATIONS[0] else "")
-        assert "DROP " not in text.upper() and "DELETE FROM" not in text.upper(), step.__name__
+        text = (inspect.getsource(step) + (schema._V1 if step is MIGRATIONS[0] else "")).upper()
+        assert "DELETE FROM" not in text, step.__name__
+        if not getattr(step, "rebuilds_tables", False):
+            assert "DROP " not in text, step.__name__
+
+
+def _populate_v2(path):
+    """A v2 registry with a row in every table, an event resolved the v2 way (its trigger row
+    reused for the resolve) and one still pending."""
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    db.execute("PRAGMA foreign_keys = ON")
+    migrate(db, path, MIGRATIONS[:2])
+    t = "2026-01-01T00:00:00.000000+00:00"
+    db.execute("INSERT INTO models VALUES (1, 'm', NULL, '/m', ?)", [t])
+    for i, status in ((1, "resolved"), (2, "new")):
+        db.execute("INSERT INTO events (id, model_id, model_name, location, verdict, score, "
+                   "confidence, evidence, status, created_at, dedup_key, last_seen_at) VALUES "
+                   "(?, 1, 'm', ?, 'exact', 1.0, 'high', '{}', ?, ?, ?, ?)",
+                   [i, f"hf://x/{i}", status, t, f"k{i}", t])
+    db.execute("INSERT INTO outbox VALUES (10, 1, 'slack', 'k1', ?, 'delivered', 2, ?, NULL, ?, ?)",
+               ['{"action": "resolve", "model_name": "m"}', t, t, t])
+    db.execute("INSERT INTO outbox VALUES (11, 2, 'pagerduty', 'k2', ?, 'pending', 1, ?, 'HTTP 500', ?, NULL)",
+               ['{"model_name": "m"}', t, t])
+    for n, action in ((20, "trigger"), (21, "resolve")):
+        db.execute("INSERT INTO notifications VALUES (?, 10, 1, 'slack', 'k1', ?, ?, '{}')",
+                   [n, action, t])
+    db.close()
+
+
+def test_migrating_a_populated_registry_keeps_every_row(tmp_path):
+    path = tmp_path / "v2.db"
+    _populate_v2(path)
+    before = sqlite3.connect(path)
+    tables = [r[0] for r in before.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    rows = {t: before.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+    columns = {t: [c[1] for c in before.execute(f"PRAGMA table_info({t})")] for t in tables}
+    before.close()
+
+    with Registry.open(path) as reg:
+        assert reg.schema_version == SCHEMA_VERSION
+        outbox = {r.id: r for r in reg.list_outbox()}
+    after = sqlite3.connect(path)
+    for t in tables:  # every old column of every old row, unchanged
+        got = after.execute(f"SELECT {', '.join(columns[t])} FROM {t} ORDER BY 1").fetchall()
+        assert got == rows[t], t
+    assert after.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert after.execute("PRAGMA foreign_keys").fetchone()[0] == 0  # a fresh connection's default
+    after.close()
+    assert (outbox[10].action, outbox[11].action) == ("resolve", "trigger")  # from the payload
+    assert outbox[11].status.value == "pending" and outbox[11].last_error == "HTTP 500"
+
+
+def test_a_failing_statement_late_in_a_script_leaves_the_previous_version(tmp_path):
+    # Python's executescript commits before it runs: a half-applied script would survive.
+    path = tmp_path / "r.db"
+    db = Database(sqlite3.connect(path, isolation_level=None))
+
+    def broken(d: Database) -> None:
+        schema.script(d, "CREATE TABLE first (x); CREATE TABLE second (y); SELECT * FROM nowhere;")
+
+    with pytest.raises(sqlite3.OperationalError, match="nowhere"):
+        migrate(db, path, [*MIGRATIONS, broken])
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "first" not in db.table_names()
+    db.close()
+
+
+def test_a_rebuild_that_breaks_a_foreign_key_is_refused_and_rolled_back(tmp_path):
+    path = tmp_path / "r.db"
+    _populate_v2(path)
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    db.execute("PRAGMA foreign_keys = ON")
+
+    @schema.rebuilds
+    def orphaning(d: Database) -> None:  # drops a parent without a replacement
+        schema.script(d, "CREATE TABLE models_copy AS SELECT * FROM models; DROP TABLE models;")
+
+    with pytest.raises(RegistryError, match="foreign key"):
+        migrate(db, path, [*MIGRATIONS[:2], orphaning])
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "models" in db.table_names() and "models_copy" not in db.table_names()
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    db.close()
 
 
 def test_a_newer_schema_is_refused_naming_both_versions(db_path, registry):

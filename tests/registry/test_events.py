@@ -82,7 +82,7 @@ def test_after_resolution_a_sighting_is_a_new_event_with_new_alerts(registry, mo
     second, created = registry.record_event(new_event(model), actor="c", channels=["slack"])
 
     assert created and second.id != first.id and second.status is EventStatus.NEW
-    assert counts()["outbox"] == 2
+    assert counts()["outbox"] == 3  # trigger, its resolve, the new trigger
     assert registry.event_sightings(first.id).count == 1
 
 
@@ -90,7 +90,9 @@ def test_a_false_positive_suppresses_further_alerts(registry, model, new_event, 
     first, _ = registry.record_event(new_event(model), actor="c", channels=["slack"])
     registry.set_event_status(first.id, EventStatus.FALSE_POSITIVE, actor="bob")
     _, created = registry.record_event(new_event(model), actor="c", channels=["slack"])
-    assert not created and counts()["outbox"] == 1
+    assert not created and counts()["outbox"] == 2  # the trigger and its resolve, nothing new
+    assert [(r.action.value, r.status.value) for r in registry.list_outbox()] == [
+        ("resolve", "pending"), ("trigger", "suppressed")]  # the trigger was never sent
 
 
 def test_status_workflow_is_audited_with_from_to_and_note(registry, model, new_event, clock):
