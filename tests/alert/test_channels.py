@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
@@ -127,3 +129,34 @@ def test_pagerduty_rejections_and_an_untrusted_certificate(model, registry, cloc
     with pytest.raises(Transient, match="cannot reach"):
         untrusted.send(Alert.from_row(registry.list_outbox()[0]))
     assert len(pd_server.received) == 1  # the handshake failed before any request was read
+
+
+def test_a_repeat_and_a_condition_over_the_real_clients(registry, model, clock, pd_server,
+                                                        certificate, slack_server):
+    """A reminder is another trigger on the same PagerDuty incident and a Slack message saying
+    so; a condition pages with its own severity and fingerprint, and resolves itself."""
+    from monitor.alert.deliver import queue_repeats
+
+    record(registry, model, "hf://thief/copy", channels=["pagerduty", "slack"])
+    notifiers = {"pagerduty": _pd(pd_server, certificate), "slack": _slack(slack_server)}
+    notifiers["pagerduty"].severities = {"exact": "critical", "source_unreachable": "error"}
+    deliver_due(registry, notifiers, clock)
+    clock.advance(86400)
+    assert queue_repeats(registry, {"exact": timedelta(days=1)}, clock()) == 2
+    assert deliver_due(registry, notifiers, clock).delivered == 2
+    (incident,) = pd_server.incidents.values()
+    assert incident.events == ["trigger", "trigger"] and incident.status == "triggered"
+    reminder = slack_server.messages()[-1]
+    assert "reminder 1" in reminder["text"] and "Still unacknowledged" in str(reminder["blocks"])
+
+    for failing in (True, True, False):
+        registry.observe_condition("source_unreachable", "hf_hub", failing=failing,
+                                   detail="cannot reach the Hub: HTTP 503", fire_after=2,
+                                   channels=["pagerduty"], actor="t")
+        deliver_due(registry, notifiers, clock)
+    trigger, resolve = pd_server.events()[2:]
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["payload"]["severity"] == "error"
+    assert trigger["payload"]["summary"].startswith("source unreachable: hf_hub")
+    assert trigger["payload"]["custom_details"]["kind"] == "source_unreachable"
+    assert len(pd_server.incidents) == 2 and resolve["dedup_key"] == trigger["dedup_key"]
