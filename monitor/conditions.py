@@ -52,9 +52,17 @@ def observe_sweep(crawler: str, runs: Sequence[ScopeRun]) -> list[Observation]:
 
 def record(registry: Registry, observations: Sequence[Observation], routes: Routes, *,
            fire_after: int, actor: str) -> list[ConditionRecord]:
-    """Store each observation; returns the conditions that are open (pending or firing) now."""
+    """Store each observation; returns the conditions that are open (pending or firing) now.
+
+    A scope's condition still open but not observed (the scope was removed from the config)
+    is resolved, so it neither repeats nor inhibits forever."""
+    parents = {o.parent for o in observations if o.parent is not None}
+    seen = {(o.kind, o.subject) for o in observations}
+    stale = [Observation(c.kind, c.subject, False, "no longer configured", c.parent)
+             for c in registry.list_conditions() if c.resolved_at is None
+             and c.parent in parents and (c.kind, c.subject) not in seen]
     open_now = []
-    for o in observations:
+    for o in [*observations, *stale]:
         c = registry.observe_condition(o.kind, o.subject, failing=o.failing, detail=o.detail,
                                        fire_after=fire_after, channels=routes.for_kind(o.kind),
                                        actor=actor, parent=o.parent)

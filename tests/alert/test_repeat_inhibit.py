@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from monitor.alert.base import Action, ConditionAlert, DetectionAlert, Permanent, Transient
 from monitor.alert.deliver import deliver_due, queue_repeats
+from monitor.alert.policy import Routes
+from monitor import conditions
 from monitor.conditions import SCOPE_FAILING, SOURCE_UNREACHABLE, observe_sweep
 from monitor.records import ConditionState, EventStatus, NewEvent, OutboxStatus, Verdict
 from monitor.registry.conditions import condition_key
@@ -202,3 +204,16 @@ def test_a_repeat_still_retrying_is_not_queued_twice(registry, model, clock):
     assert [(a.action, a.repeat) for a in slack.sent] == [
         (Action.TRIGGER, 0), (Action.REPEAT, 1), (Action.REPEAT, 1)]
     assert len([r for r in registry.list_outbox() if r.action is Action.REPEAT]) == 1
+
+
+def test_a_scope_removed_from_the_config_resolves_its_condition(registry):
+    down = ScopeRun("hf_hub", "old", errors=["HTTP 404"])
+    routes = Routes({"scope_failing": ["slack"]})
+    for _ in range(2):
+        conditions.record(registry, observe_sweep("hf_hub", [ScopeRun("hf_hub", "new"), down]),
+                          routes, fire_after=2, actor="t")
+    assert [c.subject for c in registry.list_conditions(state="firing")] == ["hf_hub/old"]
+    still_open = conditions.record(registry, observe_sweep("hf_hub", [ScopeRun("hf_hub", "new")]),
+                                   routes, fire_after=2, actor="t")
+    assert still_open == [] and registry.list_conditions(state="firing") == []
+    assert [r.action for r in registry.list_outbox()] == [Action.RESOLVE, Action.TRIGGER]
