@@ -50,7 +50,7 @@ def _row(row: dict[str, Any]) -> OutboxRow:
 def queue(db: Database, now: str, subject: Subject, channels: Iterable[str], *, dedup_key: str,
           action: AlertAction, payload: Mapping[str, Any], seq: int = 0) -> None:
     """Owe each channel one notification (inside the caller's transaction)."""
-    body = dumps({**payload, "action": action.value, "repeat": seq if action is AlertAction.REPEAT else 0})
+    body = dumps({**payload, "action": action.value})
     db["outbox"].insert_all(
         {subject.column: subject.id, "channel": channel, "dedup_key": dedup_key,
          "action": action.value, "seq": seq, "payload": body,
