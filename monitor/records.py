@@ -178,6 +178,7 @@ class AlertAction(str, Enum):
     reminders). PagerDuty hears a repeat as another trigger on the same dedup_key."""
 
     TRIGGER = "trigger"  # first notification: a new detection, a condition starting to fire
+    ACKNOWLEDGE = "acknowledge"  # someone took the event (investigating, confirmed)
     REPEAT = "repeat"    # still open and unacknowledged after the kind's repeat interval
     RESOLVE = "resolve"  # the event was closed, the condition cleared
 
@@ -193,7 +194,7 @@ class OutboxRow:
     channel: str
     dedup_key: str  # stable per subject: one model at one location, one condition; PagerDuty's
     action: AlertAction
-    seq: int  # 0, or which repeat this is (1, 2, ...)
+    seq: int  # which repeat this is (1, 2, ...); for other actions, how many came before (0, ...)
     payload: dict[str, Any]  # the subject as JSON, frozen when the notification was queued
     status: OutboxStatus
     attempts: int  # delivery attempts so far, successful or not

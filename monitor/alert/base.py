@@ -67,7 +67,7 @@ class Alert:
                               location=p["location"], verdict=p["verdict"], score=p["score"],
                               confidence=p["confidence"], p_value=p.get("p_value"),
                               status=p.get("status", "new"), detected_at=p["created_at"],
-                              sightings=p.get("sightings", 1))
+                              sightings=p.get("sightings", 1), status_by=p.get("status_by"))
 
     # Each kind of alert also has `kind`: its route key, a verdict or a condition kind, by which
     # its severity is looked up.
@@ -109,6 +109,7 @@ class DetectionAlert(Alert):
     status: str  # the event's triage status when the notification was queued
     detected_at: str  # ISO-8601 UTC
     sightings: int = 1  # how often the copy was seen while the event was open
+    status_by: str | None = None  # who set `status` (for an acknowledge or resolve)
 
     @property
     def kind(self) -> str:
@@ -119,6 +120,9 @@ class DetectionAlert(Alert):
     def summary(self) -> str:
         if self.action is Action.RESOLVE:
             return f"resolved ({self.status}): {self.model} at {self.location}"
+        if self.action is Action.ACKNOWLEDGE:
+            return (f"acknowledged ({self.status}, by {self.status_by or 'someone'}): "
+                    f"{self.model} at {self.location}")
         return f"{self._prefix()}{self.verdict} copy of {self.model} found at {self.location}"
 
     @property

@@ -19,7 +19,7 @@ Guarantees, and the one window they leave:
 Before each pass, `queue_repeats` owes a reminder to each channel of an unacknowledged event or a
 firing condition that has heard nothing for its kind's repeat interval. During the pass, a
 condition's trigger or repeat is held back while its parent condition fires (inhibition), and a
-resolve for a channel that never accepted the trigger is suppressed, not sent.
+resolve or acknowledge for a channel that never accepted the trigger is suppressed, not sent.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class DeliveryReport:
     no_notifier: int = 0  # rows for a channel nothing is configured for: left pending
     deferred: int = 0  # not tried this pass: their channel asked us to wait (Retry-After)
     inhibited: int = 0  # held back while a parent condition fires: left pending
-    suppressed: int = 0  # resolves with nothing to resolve (the trigger never got through)
+    suppressed: int = 0  # resolves/acknowledges with nothing to act on (no trigger got through)
     repeats_queued: int = 0  # reminders owed at the start of the pass
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -121,10 +121,10 @@ def deliver_due(registry: Registry, notifiers: Mapping[str, Notifier], clock: Cl
 
 def _held_back(registry: Registry, row: OutboxRow, report: DeliveryReport) -> bool:
     """Inhibition and resolves with nothing to resolve; True if the row is not to be sent now."""
-    if row.action is Action.RESOLVE:
+    if row.action in (Action.RESOLVE, Action.ACKNOWLEDGE):
         if not registry.opened(row):
-            registry.mark_suppressed(row.id, "nothing to resolve: the channel never accepted "
-                                             "a trigger for it")
+            registry.mark_suppressed(row.id, f"nothing to {row.action.value}: the channel never "
+                                             "accepted a trigger for it")
             report.suppressed += 1
             return True
         return False

@@ -2,7 +2,8 @@
 
 Trigger with ``dedup_key`` = the alert's fingerprint (one per model and location), so a re-send
 after a crash, or the same copy found by another shard, updates the same incident instead of
-paging twice; resolve with the same key when the event is closed.
+paging twice; acknowledge with the same key when someone takes the event (investigating,
+confirmed: escalation stops), resolve when it is closed; a reminder is another trigger.
 
 The client retries inside ``request()``: 429 forever by default (api_client.py: ``elif status
 == 429: sleep; continue`` with a doubling cooldown), 500/502/503/504 2–6 times, and network
@@ -61,6 +62,8 @@ class PagerDutyNotifier(Notifier):
         try:
             if alert.action is Action.RESOLVE:
                 key = self.events.resolve(alert.fingerprint)
+            elif alert.action is Action.ACKNOWLEDGE:
+                key = self.events.acknowledge(alert.fingerprint)
             else:
                 key = self.events.trigger(
                     alert.summary, source="provenance-monitor", dedup_key=alert.fingerprint,

@@ -36,6 +36,11 @@ def blocks(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
         return text, [{"type": "section", "text": {"type": "mrkdwn", "text":
                        f":white_check_mark: *Resolved* ({alert.status}): event {alert.event_id}, "
                        f"*{alert.model}* at {where}"}}]
+    if alert.action is Action.ACKNOWLEDGE:
+        return alert.summary, [{"type": "section", "text": {"type": "mrkdwn", "text":
+                               f":eyes: *Acknowledged* ({alert.status}, by "
+                               f"{alert.status_by or 'someone'}): event {alert.event_id}, "
+                               f"*{alert.model}* at {where}"}}]
     p_value = "n/a" if alert.p_value is None else f"{alert.p_value:.2e}"
     text = alert.summary
     title = f"Possible stolen copy of {alert.model}"

@@ -4,8 +4,9 @@ A new detection, its outbox rows (one trigger per channel) and its audit row are
 transaction, so an alert is never lost or sent for an event that was not stored. A suspect seen
 again at the same location while its event is still open only counts a sighting: no new alert.
 An event nobody has acknowledged (still ``new``) is repeated to its channels after its verdict's
-repeat interval; acknowledging it (investigating, confirmed) drops reminders not yet sent;
-closing it (resolved, false_positive) queues a resolve in the same transaction (outbox.close).
+repeat interval; acknowledging it (new → investigating or confirmed) tells its channels and drops
+reminders not yet sent (outbox.acknowledge); closing it (resolved, false_positive) queues a
+resolve (outbox.close) — each in the transaction of the status change.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from monitor.errors import InputError, NotFoundError
 from monitor.records import AlertAction, EventRecord, EventStatus, NewEvent, Sightings, Verdict
 from monitor.registry.core import dumps, operation
-from monitor.registry.outbox import OutboxStore, Subject, close, due_repeats, queue, suppress_repeats
+from monitor.registry.outbox import OutboxStore, Subject, acknowledge, close, due_repeats, queue
 
 _EVENT_COLUMNS = ("id, model_id, model_name, location, verdict, score, confidence, p_value, "
                   "evidence, status, status_by, status_at, created_at")
@@ -150,8 +151,10 @@ class EventStore(OutboxStore):
                 detail["resolve_channels"] = close(db, self._now(), subject,
                                                    self._event_payload(event_id),
                                                    dedup_key=self._event_key(event_id))
-            elif status is not EventStatus.NEW:
-                suppress_repeats(db, subject, f"acknowledged ({status.value})")
+            elif before.status is EventStatus.NEW and status is not EventStatus.NEW:
+                detail["acknowledge_channels"] = acknowledge(db, self._now(), subject,
+                                                             self._event_payload(event_id),
+                                                             dedup_key=self._event_key(event_id))
             self._append_audit(db, actor=actor, action="event.status", subject=f"event:{event_id}",
                                detail=detail)
             return self.get_event(event_id)

@@ -6,9 +6,10 @@ channel accepted goes to the notification log in the transaction that marks the 
 the deliverer checks the log before sending (Alertmanager's notification log).
 
 Closing a subject queues a resolve row for every channel that was sent a trigger, and
-suppresses its triggers and repeats not yet sent. Whether a resolve is sent is decided when it is
-due: only a channel that accepted a trigger or repeat has something to resolve. Deciding late is
-what makes a trigger in flight while its event closes safe — it is logged, so its resolve goes.
+suppresses what it had not sent yet; acknowledging one queues an acknowledge the same way and
+drops unsent reminders. Whether a resolve or acknowledge is sent is decided when it is due: only
+a channel that accepted a trigger or repeat has something to close. Deciding late is what makes
+a trigger in flight while its event closes safe — it is logged, so its resolve goes.
 """
 
 from __future__ import annotations
@@ -62,24 +63,36 @@ def close(db: Database, now: str, subject: Subject, payload: Mapping[str, Any], 
           dedup_key: str) -> list[str]:
     """The subject closed: suppress what was not sent yet, owe every channel that was sent a
     trigger (or may be sending one now) a resolve. Returns those channels."""
-    db.execute("UPDATE outbox SET status = 'suppressed', last_error = 'closed before it was sent' "
-               f"WHERE {subject.where()} AND action IN ('trigger', 'repeat') "
-               "AND status IN ('pending', 'failed')")
+    _suppress(db, subject, ("trigger", "acknowledge", "repeat"), "closed before it was sent")
+    return _follow_up(db, now, subject, payload, dedup_key, AlertAction.RESOLVE)
+
+
+def acknowledge(db: Database, now: str, subject: Subject, payload: Mapping[str, Any], *,
+                dedup_key: str) -> list[str]:
+    """Someone took the subject: reminders not yet sent are dropped, and every channel that was
+    sent a trigger is told (PagerDuty acknowledges the incident, which stops its escalation)."""
+    _suppress(db, subject, ("repeat",), "acknowledged before it was sent")
+    return _follow_up(db, now, subject, payload, dedup_key, AlertAction.ACKNOWLEDGE)
+
+
+def _suppress(db: Database, subject: Subject, actions: Sequence[str], reason: str) -> None:
+    db.execute(f"UPDATE outbox SET status = 'suppressed', last_error = ? WHERE {subject.where()} "
+               f"AND action IN ({placeholders(list(actions))}) AND status IN ('pending', 'failed')",
+               [reason, *actions])
+
+
+def _follow_up(db: Database, now: str, subject: Subject, payload: Mapping[str, Any],
+               dedup_key: str, action: AlertAction) -> list[str]:
+    """One `action` row per channel that has a trigger row; numbered, since an event reopened
+    and closed again resolves again."""
     rows = db.execute(f"SELECT channel, (SELECT count(*) FROM outbox r WHERE r.{subject.where()} "
-                      "AND r.channel = o.channel AND r.action = 'resolve') FROM outbox o "
+                      "AND r.channel = o.channel AND r.action = ?) FROM outbox o "
                       f"WHERE o.{subject.where()} AND o.action = 'trigger' GROUP BY channel "
-                      "ORDER BY channel").fetchall()
-    for channel, resolves_so_far in rows:  # a reopened, re-closed event resolves again
-        queue(db, now, subject, [channel], dedup_key=dedup_key, action=AlertAction.RESOLVE,
-              payload=payload, seq=resolves_so_far)
+                      "ORDER BY channel", [action.value]).fetchall()
+    for channel, so_far in rows:
+        queue(db, now, subject, [channel], dedup_key=dedup_key, action=action, payload=payload,
+              seq=so_far)
     return [channel for channel, _ in rows]
-
-
-def suppress_repeats(db: Database, subject: Subject, reason: str) -> None:
-    """Acknowledged: reminders not yet sent are dropped (PagerDuty's acknowledge does the same)."""
-    db.execute("UPDATE outbox SET status = 'suppressed', last_error = ? WHERE "
-               f"{subject.where()} AND action = 'repeat' AND status IN ('pending', 'failed')",
-               [reason])
 
 
 def due_repeats(db: Database, now: datetime, column: str, open_subjects: str,
@@ -167,7 +180,7 @@ class OutboxStore(RegistryCore):
     @operation
     def opened(self, row: OutboxRow) -> bool:
         """Whether `row`'s channel accepted a trigger or repeat about its subject: only then does
-        a resolve have something to close."""
+        a resolve or an acknowledge have something to act on."""
         subject = _subject(row)
         return self._db.execute(
             f"SELECT 1 FROM notifications WHERE {subject.where()} AND channel = ? "

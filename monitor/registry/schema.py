@@ -208,9 +208,9 @@ def _v3_alerts_beyond_detections(db: Database) -> None:
       goes pending → firing (after `fire_after` failed runs in a row) → resolved; `parent` is the
       fingerprint of the condition that inhibits this one while it fires.
     - ``outbox`` rows belong to an event or to a condition, and carry their own action
-      (trigger, repeat, resolve) and repeat number: one row per notification, where v1 reused a
+      (trigger, acknowledge, repeat, resolve) and number: one row per notification, where v1 reused a
       row for its resolve. ``suppressed``: a row deliberately not sent (its subject closed first).
-    - ``notifications`` follow, and log repeats too.
+    - ``notifications`` follow, and log acknowledgements and repeats too.
     Rows are copied as they are; a v1/v2 row keeps its id, and its action comes from its payload.
     """
     script(db, """
@@ -237,7 +237,8 @@ def _v3_alerts_beyond_detections(db: Database) -> None:
         condition_id INTEGER REFERENCES conditions(id),
         channel TEXT NOT NULL,
         dedup_key TEXT NOT NULL,
-        action TEXT NOT NULL CHECK (action IN ('trigger', 'repeat', 'resolve')),
+        action TEXT NOT NULL
+            CHECK (action IN ('trigger', 'acknowledge', 'repeat', 'resolve')),
         seq INTEGER NOT NULL DEFAULT 0,
         payload TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'pending'
@@ -262,7 +263,8 @@ def _v3_alerts_beyond_detections(db: Database) -> None:
         condition_id INTEGER REFERENCES conditions(id),
         channel TEXT NOT NULL,
         dedup_key TEXT NOT NULL,
-        action TEXT NOT NULL CHECK (action IN ('trigger', 'repeat', 'resolve')),
+        action TEXT NOT NULL
+            CHECK (action IN ('trigger', 'acknowledge', 'repeat', 'resolve')),
         sent_at TEXT NOT NULL,
         detail TEXT NOT NULL,
         UNIQUE (outbox_id, action)

@@ -78,20 +78,26 @@ def test_slack_errors_are_translated_once(model, slack_server):
     assert slack_server.messages()[-1]["text"].startswith("exact copy of m")
 
 
-def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key(registry, model, clock, pd_server,
+def test_pagerduty_trigger_acknowledge_resolve_with_the_same_dedup_key(registry, model, clock, pd_server,
                                                                  certificate):
     event = record(registry, model, "hf://thief/copy", channels=["pagerduty"])
     notifiers = {"pagerduty": _pd(pd_server, certificate)}
     assert deliver_due(registry, notifiers, clock).delivered == 1
+    registry.set_event_status(event.id, EventStatus.INVESTIGATING, actor="ops")
+    assert deliver_due(registry, notifiers, clock).delivered == 1
+    (incident,) = pd_server.incidents.values()
+    assert incident.status == "acknowledged"  # PagerDuty stops escalating
     registry.set_event_status(event.id, EventStatus.RESOLVED, actor="ops", note="taken down")
     assert deliver_due(registry, notifiers, clock).delivered == 1
-    trigger, resolve = pd_server.events()
-    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
-    assert trigger["dedup_key"] == resolve["dedup_key"] == registry.list_outbox()[0].dedup_key
+    trigger, ack, resolve = pd_server.events()
+    assert [e["event_action"] for e in (trigger, ack, resolve)] == ["trigger", "acknowledge",
+                                                                    "resolve"]
+    assert trigger["dedup_key"] == ack["dedup_key"] == resolve["dedup_key"] \
+        == registry.list_outbox()[0].dedup_key
     assert trigger["payload"]["severity"] == "critical" and trigger["routing_key"] == "R" * 32
     assert trigger["links"][0]["href"] == "https://huggingface.co/thief/copy"
     (incident,) = pd_server.incidents.values()
-    assert incident.status == "resolved" and incident.events == ["trigger", "resolve"]
+    assert incident.status == "resolved" and incident.events == ["trigger", "acknowledge", "resolve"]
 
 
 def test_pagerduty_resend_after_a_crash_updates_the_same_incident(model, registry, clock, pd_server,
@@ -148,13 +154,17 @@ def test_a_repeat_and_a_condition_over_the_real_clients(registry, model, clock, 
     assert incident.events == ["trigger", "trigger"] and incident.status == "triggered"
     reminder = slack_server.messages()[-1]
     assert "reminder 1" in reminder["text"] and "Still unacknowledged" in str(reminder["blocks"])
+    registry.set_event_status(registry.list_events()[0].id, EventStatus.CONFIRMED, actor="dana")
+    assert deliver_due(registry, notifiers, clock).delivered == 2
+    assert "*Acknowledged* (confirmed, by dana)" in str(slack_server.messages()[-1]["blocks"])
+    assert incident.status == "acknowledged"
 
     for failing in (True, True, False):
         registry.observe_condition("source_unreachable", "hf_hub", failing=failing,
                                    detail="cannot reach the Hub: HTTP 503", fire_after=2,
                                    channels=["pagerduty"], actor="t")
         deliver_due(registry, notifiers, clock)
-    trigger, resolve = pd_server.events()[2:]
+    trigger, resolve = pd_server.events()[3:]
     assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
     assert trigger["payload"]["severity"] == "error"
     assert trigger["payload"]["summary"].startswith("source unreachable: hf_hub")

@@ -141,10 +141,12 @@ def test_an_unacknowledged_event_is_repeated_once_per_interval_until_acknowledge
     registry.set_event_status(event.id, EventStatus.INVESTIGATING, actor="ops")
     clock.advance(10 * DAY.total_seconds())
     _pass(registry, clock, slack)
-    assert len(slack.sent) == 3
+    assert [a.action for a in slack.sent[3:]] == [Action.ACKNOWLEDGE]  # and no more reminders
+    assert "acknowledged (investigating, by ops)" in slack.sent[3].summary
 
 
 def test_a_pending_repeat_is_dropped_when_the_event_is_acknowledged_or_closed(registry, model, clock):
+    """The channels hear the acknowledgement or the resolve instead of the reminder."""
     a = record(registry, model, "hf://thief/a")
     b = record(registry, model, "hf://thief/b")
     slack = Scripted("slack")
@@ -154,8 +156,9 @@ def test_a_pending_repeat_is_dropped_when_the_event_is_acknowledged_or_closed(re
     registry.set_event_status(a.id, EventStatus.CONFIRMED, actor="ops")
     registry.set_event_status(b.id, EventStatus.FALSE_POSITIVE, actor="ops")
     report = deliver_due(registry, {"slack": slack}, clock)
-    assert [(a.action, a.location) for a in slack.sent[2:]] == [(Action.RESOLVE, "hf://thief/b")]
-    assert report.delivered == 1
+    assert [(a.action, a.location) for a in slack.sent[2:]] == [
+        (Action.ACKNOWLEDGE, "hf://thief/a"), (Action.RESOLVE, "hf://thief/b")]
+    assert report.delivered == 2
     repeats = [r for r in registry.list_outbox() if r.action is Action.REPEAT]
     assert {r.status for r in repeats} == {OutboxStatus.SUPPRESSED}
 
@@ -217,3 +220,15 @@ def test_a_scope_removed_from_the_config_resolves_its_condition(registry):
                                    routes, fire_after=2, actor="t")
     assert still_open == [] and registry.list_conditions(state="firing") == []
     assert [r.action for r in registry.list_outbox()] == [Action.RESOLVE, Action.TRIGGER]
+
+
+def test_an_acknowledge_goes_only_where_the_trigger_got_through_and_only_once(registry, model,
+                                                                            clock):
+    event = record(registry, model, "hf://thief/copy", channels=["slack", "pagerduty"])
+    slack, pd = Scripted("slack"), Scripted("pagerduty", [Permanent("pagerduty", "HTTP 400")])
+    _pass(registry, clock, slack, pd)
+    registry.set_event_status(event.id, EventStatus.INVESTIGATING, actor="ops")
+    registry.set_event_status(event.id, EventStatus.CONFIRMED, actor="ops")  # still acknowledged
+    report = _pass(registry, clock, slack, pd)
+    assert [a.action for a in slack.sent] == [Action.TRIGGER, Action.ACKNOWLEDGE]
+    assert [a.action for a in pd.sent] == [Action.TRIGGER] and report.suppressed == 1

@@ -111,7 +111,8 @@ def test_status_workflow_is_audited_with_from_to_and_note(registry, model, new_e
     assert [(e.actor, e.subject, e.detail) for e in changes] == [
         ("carol", f"event:{event.id}", {"from": "investigating", "to": "confirmed",
                                         "note": "weights identical"}),
-        ("bob", f"event:{event.id}", {"from": "new", "to": "investigating", "note": None}),
+        ("bob", f"event:{event.id}", {"from": "new", "to": "investigating", "note": None,
+                                      "acknowledge_channels": []}),  # it was routed nowhere
     ]
 
 
