@@ -67,6 +67,27 @@ def _crontab(value: str) -> str:
     return value
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def interval_seconds(value: str) -> int | None:
+    """Seconds for "every 30m" / "every 6h" / "every 1d" (s, m, h, d), else None."""
+    words = value.split()
+    if len(words) == 2 and words[0] == "every" and words[1][:-1].isdigit() \
+            and words[1][-1] in _UNITS and int(words[1][:-1]) > 0:
+        return int(words[1][:-1]) * _UNITS[words[1][-1]]
+    return None
+
+
+def _schedule(value: str) -> str:
+    """A crontab, or an interval such as "every 6h"."""
+    if value.strip().startswith("every"):
+        if interval_seconds(value.strip()) is None:
+            raise ValueError("an interval is written 'every <N><s|m|h|d>', e.g. 'every 6h'")
+        return value.strip()
+    return _crontab(value)
+
+
 class DaemonSettings(_Section):
     listen: str = Field("127.0.0.1:9108", pattern=r"^[^:\s]+:\d{1,5}$")  # health and metrics
     misfire_grace_s: int = Field(3600, ge=1)  # a run missed by less than this still happens once
@@ -84,13 +105,13 @@ class CrawlerSettings(_Section):
     by the crawler's `Options` and `Scope` models when it is built (crawlers.base.Crawler)."""
 
     enabled: bool = True
-    schedule: str = "0 */6 * * *"  # crontab, in UTC, for the daemon
+    schedule: str = "0 */6 * * *"  # crontab (UTC) or "every 6h", for the daemon
     concurrency: int = Field(8, ge=1, le=64)
     timeout_s: float = Field(30.0, gt=0, le=600)
     options: dict[str, Any] = {}
     scopes: dict[str, dict[str, Any]] = {}
 
-    _crontab = field_validator("schedule")(lambda cls, v: _crontab(v))
+    _schedule = field_validator("schedule")(lambda cls, v: _schedule(v))
 
 
 # What routes, severities and repeat intervals are keyed by: a detection's verdict, or the kind

@@ -3,8 +3,10 @@
 Every job runs with coalescing, at most one instance, a misfire grace and jitter (APScheduler's
 own job options), and under the registry's per-job lock (monitor.locks) so `monitor run-once`
 and the daemon never sweep the same crawler at once. Each job's last run is persisted in the
-registry (crawl_state, source "_jobs"): on start, a run missed while the daemon was down by less
-than the misfire grace happens once, now — never once per missed slot, and not skipped.
+registry (crawl_state, source "_jobs"): on start, a crontab run missed while the daemon was down
+by less than the misfire grace happens once, now — never once per missed slot, and not skipped;
+an interval job ("every 6h", and alert delivery) next runs one interval after its last run, or
+now if that has passed.
 APScheduler's own persistent job stores pickle the job; we keep the registry free of pickles.
 
 Stopping (SIGTERM/SIGINT → `Daemon.stop`) sets an event every job polls between units of work
@@ -30,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from monitor import conditions, enabled
 from monitor.alert.deliver import drain
 from monitor.alert.policy import Routes
-from monitor.config import Settings
+from monitor.config import Settings, interval_seconds
 from monitor.errors import MonitorError
 from monitor.locks import JobBusy, job_lock
 from monitor.match import Thresholds
@@ -53,6 +55,14 @@ class Job:
     run: Callable[[threading.Event], None]
 
 
+def trigger(expr: str, jitter_s: int) -> BaseTrigger:
+    """A crawler's `schedule`: a crontab, or "every <N><s|m|h|d>" (config validated it)."""
+    seconds = interval_seconds(expr)
+    if seconds is not None:
+        return IntervalTrigger(seconds=seconds, timezone=UTC, jitter=jitter_s or None)
+    return crontab(expr, jitter_s)
+
+
 def crontab(expr: str, jitter_s: int) -> CronTrigger:
     trigger = CronTrigger.from_crontab(expr, timezone=UTC)
     trigger.jitter = jitter_s or None
@@ -66,7 +76,7 @@ def build_jobs(settings: Settings, env: Mapping[str, str], metrics: Metrics,
     jobs = []
     for name, cs in settings.crawlers.items():
         if cs.enabled:
-            jobs.append(Job(f"crawl:{name}", crontab(cs.schedule, settings.daemon.jitter_s),
+            jobs.append(Job(f"crawl:{name}", trigger(cs.schedule, settings.daemon.jitter_s),
                             _crawl(settings, env, name, metrics, actor)))
     jobs.append(Job("retention", crontab(settings.daemon.retention_schedule, settings.daemon.jitter_s),
                     _retention(settings)))
@@ -142,7 +152,9 @@ class Daemon:
         with _registry(self.settings) as registry:
             for job in self.jobs:
                 options = {}
-                if self._missed_while_down(registry, job):
+                if isinstance(job.trigger, IntervalTrigger):
+                    options["next_run_time"] = self._next_interval_run(registry, job)
+                elif self._missed_while_down(registry, job):
                     options["next_run_time"] = self.clock()
                 self.scheduler.add_job(self._execute, job.trigger, args=[job], id=job.id, name=job.id,
                                        replace_existing=True, **options)
@@ -220,6 +232,15 @@ class Daemon:
         due = job.trigger.get_next_fire_time(None, last + timedelta(microseconds=1))
         now = self.clock()
         return due is not None and due <= now and (now - due).total_seconds() <= self.settings.daemon.misfire_grace_s
+
+    def _next_interval_run(self, registry: Registry, job: Job) -> datetime:
+        """An interval job counts from its last run, not from the daemon's start: one interval
+        after it, or now if that is past (once, however many intervals were missed)."""
+        state = registry.get_cursor(JOBS_SOURCE, job.id)
+        if state is None:
+            return self.clock()
+        last = datetime.fromisoformat(json.loads(state)["last_run"])
+        return max(self.clock(), last + job.trigger.interval)  # type: ignore[attr-defined]
 
     def _missed(self, event: JobExecutionEvent) -> None:
         log.warning("job run missed", extra={"job": event.job_id,

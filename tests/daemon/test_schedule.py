@@ -14,7 +14,7 @@ from monitor.errors import ConfigError
 from monitor.locks import JobBusy, job_lock
 from monitor.metrics import Metrics
 from monitor.registry import Registry
-from monitor.schedule import JOBS_SOURCE, Daemon, Job, crontab, last_runs
+from monitor.schedule import JOBS_SOURCE, Daemon, Job, crontab, last_runs, trigger
 from monitor.sweep import Shard
 
 NOW = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
@@ -125,3 +125,31 @@ def _wait(condition, seconds: float) -> None:
     while not condition():
         assert datetime.now(UTC) < deadline, "timed out"
         threading.Event().wait(0.02)
+
+
+@pytest.mark.parametrize("last_run,first", [
+    (NOW - timedelta(minutes=10), NOW + timedelta(minutes=50)),  # counts from its last run
+    (NOW - timedelta(hours=5), NOW),  # five intervals missed: once, now
+    (None, NOW),  # never ran: now
+])
+def test_an_interval_job_counts_from_its_last_run(settings, last_run, first):
+    job = Job("crawl:x", trigger("every 1h", 0), lambda stop: None)
+    if last_run:
+        _remember(settings, job.id, last_run)
+    with Registry.open(settings.db_path) as r:
+        assert _daemon(settings, [job])._next_interval_run(r, job) == first
+
+
+@pytest.mark.parametrize("text,ok", [("every 6h", True), ("every 30m", True), ("every 1d", True),
+                                     ("*/5 * * * *", True), ("every 0h", False),
+                                     ("every 6 hours", False), ("every", False),
+                                     ("hourly", False)])
+def test_a_crawler_schedule_is_a_crontab_or_an_interval(tmp_path, text, ok):
+    toml = tmp_path / "m.toml"
+    toml.write_text(f'[crawlers.hf_hub]\nschedule = "{text}"\n')
+    if ok:
+        config.load(toml, env={})
+        assert isinstance(trigger(text, 0), IntervalTrigger) is text.startswith("every")
+    else:
+        with pytest.raises(ConfigError, match="crawlers.hf_hub.schedule"):
+            config.load(toml, env={})
