@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -18,28 +19,46 @@ app.add_typer(alerts_app, name="alerts")
 
 @alerts_app.command("list")
 def alerts_list(ctx: typer.Context,
-                status: Optional[str] = typer.Option(None, "--status", help="pending, delivered or failed."),
+                status: Optional[str] = typer.Option(None, "--status", help="pending, delivered, failed or suppressed."),
                 limit: Optional[int] = typer.Option(50, "--limit", min=1, help="Newest N.")) -> None:
-    """Outbox rows, newest first: one alert for one channel, and where its delivery stands."""
-    from rich.table import Table
-
+    """Outbox rows, newest first: one notification (trigger, repeat N, resolve) about one event or
+    condition for one channel, and where its delivery stands."""
     from monitor.records import OutboxStatus
 
     st = _state(ctx)
-    if status is not None and status not in {s.value for s in OutboxStatus}:
-        raise InputError(f"--status {status!r}: must be one of pending, delivered, failed")
+    _check_choice("--status", status, OutboxStatus)
     rows = st.registry.list_outbox(status=status, limit=limit)
     if st.json:
-        render.print_json(out, rows)
-        return
-    table = Table("id", "event", "channel", "action", "status", "attempts", "next attempt / delivered",
-                  "last error")
-    for r in rows:
-        table.add_row(str(r.id), str(r.event_id), r.channel, r.payload.get("action", "trigger"),
-                      r.status.value, str(r.attempts),
-                      (r.delivered_at if r.status.value == "delivered" else r.next_attempt_at)[:19],
-                      r.last_error or "")
-    out.print(table)
+        render.print_json(out, [render.outbox_json(r) for r in rows])
+    else:
+        out.print(render.outbox_table(rows))
+
+
+@alerts_app.command("conditions")
+def alerts_conditions(ctx: typer.Context,
+                      state: Optional[str] = typer.Option(None, "--state", help="pending, firing or resolved."),
+                      limit: Optional[int] = typer.Option(50, "--limit", min=1, help="Newest N.")) -> None:
+    """The monitor's own conditions (a source it cannot reach, a scope that keeps failing), newest
+    first; a firing one whose alerts are held back while its parent fires says so."""
+    from monitor.records import ConditionState
+
+    st = _state(ctx)
+    _check_choice("--state", state, ConditionState)
+    rows = st.registry.list_conditions(state=state)[:limit]
+    held = [(c, st.registry.inhibited_by(c.id) if c.state is ConditionState.FIRING else None)
+            for c in rows]
+    if st.json:
+        render.print_json(out, [{**render.to_jsonable(c),
+                                 "inhibited_by": parent.id if parent else None}
+                                for c, parent in held])
+    else:
+        out.print(render.conditions_table(held))
+
+
+def _check_choice(option: str, value: str | None, choices: type[Enum]) -> None:
+    allowed = [c.value for c in choices]
+    if value is not None and value not in allowed:
+        raise InputError(f"{option} {value!r}: must be one of {', '.join(allowed)}")
 
 
 @alerts_app.command("retry")

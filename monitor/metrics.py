@@ -2,8 +2,8 @@
 
 prometheus-client does the exposition; this module only names the series and serves them next
 to a health answer from one small WSGI app on a daemon thread (the standard library's wsgiref:
-one scrape at a time is all a local port needs). Alert counts are read from the registry at
-scrape time through a connection of the scrape's own, so they are never stale.
+one scrape at a time is all a local port needs). Alert and condition counts are read from the
+registry at scrape time through a connection of the scrape's own, so they are never stale.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
+from monitor.conditions import SCOPE_FAILING, SOURCE_UNREACHABLE
 from monitor.errors import ConfigError
+from monitor.records import ConditionState, OutboxStatus
+
+_CONDITION_KINDS = (SOURCE_UNREACHABLE, SCOPE_FAILING)
 
 
 class Metrics:
@@ -39,25 +43,38 @@ class Metrics:
                                registry=r)
         self.bytes_read = Counter("monitor_weight_bytes_read", "Weight-file bytes fetched",
                                   ["crawler"], registry=r)
-        r.register(_OutboxCollector(db_path))
+        r.register(_RegistryCollector(db_path))
 
 
-class _OutboxCollector:
-    """monitor_alerts{status}: outbox rows pending / failed / delivered, counted at scrape."""
+class _RegistryCollector:
+    """Counted at scrape from the registry, through a read-only connection of the scrape's own:
+
+    monitor_alerts{status}: outbox rows pending / delivered / failed / suppressed;
+    monitor_conditions{kind,state}: the monitor's own conditions, pending / firing / resolved.
+    Every known label set is always present (0 when empty), so an alert rule sees 0, not absence.
+    """
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("monitor_alerts", "Alert outbox rows by status", labels=["status"])
-        counts = {"pending": 0, "failed": 0, "delivered": 0}
+        alerts = dict.fromkeys((s.value for s in OutboxStatus), 0)
+        conditions = dict.fromkeys(((k, s.value) for k in _CONDITION_KINDS for s in ConditionState), 0)
         try:
             with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1) as db:
-                counts.update(dict(db.execute("SELECT status, count(*) FROM outbox GROUP BY status")))
+                alerts.update(db.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+                conditions.update(((kind, state), n) for kind, state, n in db.execute(
+                    "SELECT kind, state, count(*) FROM conditions GROUP BY kind, state"))
         except sqlite3.Error:
-            pass  # no registry yet, or busy: report zeros rather than fail the scrape
-        for status, n in counts.items():
+            pass  # no registry yet, an older schema, or busy: report zeros rather than fail the scrape
+        family = GaugeMetricFamily("monitor_alerts", "Alert outbox rows by status", labels=["status"])
+        for status, n in alerts.items():
             family.add_metric([status], n)
+        yield family
+        family = GaugeMetricFamily("monitor_conditions", "The monitor's own conditions by kind and state",
+                                   labels=["kind", "state"])
+        for (kind, state), n in sorted(conditions.items()):
+            family.add_metric([kind, state], n)
         yield family
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from monitor.records import EventRecord, Match, ModelRecord
+from monitor.records import (AlertAction, ConditionRecord, EventRecord, Match, ModelRecord,
+                             OutboxRow, OutboxStatus)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -85,6 +86,50 @@ def events_table(events: list[EventRecord]) -> Table:
     for e in events:
         t.add_row(str(e.id), e.model_name, e.verdict.value, f"{e.score:.3f}", e.status.value,
                   e.location, e.created_at)
+    return t
+
+
+# -- alerts and conditions ---------------------------------------------------------------------
+
+def outbox_action(row: OutboxRow) -> str:
+    """The action's name (trigger, resolve, ...), or "repeat N" for the N-th reminder."""
+    return f"repeat {row.seq}" if row.action is AlertAction.REPEAT else row.action.value
+
+
+def outbox_subject(row: OutboxRow) -> str:
+    """What the row is about: "event 12", or a condition's "kind: subject" as it was queued."""
+    if row.event_id is not None:
+        return f"event {row.event_id}"
+    return f"{row.payload.get('kind', 'condition')}: {row.payload.get('subject', row.condition_id)}"
+
+
+def outbox_json(row: OutboxRow) -> dict[str, Any]:
+    """The row's fields, plus `subject` as the table shows it and `kind`, its route key (the
+    event's verdict or the condition's kind)."""
+    kind = row.payload.get("verdict") if row.event_id is not None else row.payload.get("kind")
+    return {**to_jsonable(row), "subject": outbox_subject(row), "kind": kind}
+
+
+def outbox_table(rows: list[OutboxRow]) -> Table:
+    t = Table("id", "subject", "channel", "action", "status", "attempts", "next attempt / delivered",
+              "last error")
+    for r in rows:
+        when = r.delivered_at if r.status is OutboxStatus.DELIVERED else r.next_attempt_at
+        t.add_row(str(r.id), outbox_subject(r), r.channel, outbox_action(r), r.status.value,
+                  str(r.attempts), (when or "")[:19], r.last_error or "")
+    return t
+
+
+def conditions_table(rows: list[tuple[ConditionRecord, ConditionRecord | None]]) -> Table:
+    """(condition, the firing parent holding its alerts back or None), newest first."""
+    t = Table(title=f"{len(rows)} conditions (newest first)", title_justify="left")
+    for column in ("id", "kind", "subject", "state", "failures", "since", "fired", "resolved"):
+        t.add_column(column, no_wrap=True)  # keys and times stay whole; the detail wraps
+    t.add_column("detail")
+    for c, parent in rows:
+        state = c.state.value + (f" (held back by {parent.kind}: {parent.subject})" if parent else "")
+        t.add_row(str(c.id), c.kind, c.subject, state, str(c.failures), c.started_at[:19],
+                  (c.fired_at or "")[:19], (c.resolved_at or "")[:19], c.detail)
     return t
 
 

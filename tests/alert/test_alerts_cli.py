@@ -1,5 +1,6 @@
-"""`monitor alerts` end to end in subprocesses: deliver, list, retry, test, one-line config
-errors, and a deliverer killed with SIGKILL mid-send then restarted."""
+"""`monitor alerts` end to end in subprocesses: deliver, list (what each row says about what),
+retry, test, one-line config and option errors, and a deliverer killed with SIGKILL mid-send then
+restarted. Conditions through run-once: test_conditions_e2e.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from monitor.records import EventStatus
 from monitor.registry import Registry
+from monitor.registry.core import utc_now
 from monitor.sandbox.slack import SlackServer
 from tests.alert.conftest import add_model, record
 
@@ -64,6 +68,45 @@ def test_deliver_list_retry_and_test(tmp_path):
         r = _monitor(db, "alerts", "test", "--channel", "slack", env=_slack_env(server))
         assert r.returncode == 0 and "test-model" in server.messages()[-1]["text"]
     assert _monitor(db, "alerts", "test", "--channel", "log", env=_env()).returncode == 0
+
+
+def test_list_says_what_each_row_tells_whom_about_what(tmp_path):
+    """A trigger sent, its first reminder, and after the event closed the resolve; another
+    event's trigger suppressed because it closed before it went out."""
+    db = tmp_path / "r.db"
+    _seed(db, ["hf://a/one", "hf://a/two"])
+    with Registry.open(db) as reg:
+        first, second = sorted(reg.list_outbox(), key=lambda r: r.id)
+        reg.record_notification(first.id)  # slack accepted the first trigger
+        assert reg.queue_event_repeats({"exact": timedelta(hours=1)}, utc_now() + timedelta(hours=2)) == 1
+        reg.set_event_status(second.event_id, EventStatus.FALSE_POSITIVE, actor="test")
+        reg.set_event_status(first.event_id, EventStatus.RESOLVED, actor="test")
+    rows = json.loads(_monitor(db, "--json", "alerts", "list", env=_env()).stdout)
+    got = [(r["subject"], r["kind"], r["action"], r["seq"], r["status"]) for r in rows]
+    e1, e2 = f"event {first.event_id}", f"event {second.event_id}"
+    assert sorted(got) == sorted([
+        (e1, "exact", "trigger", 0, "delivered"), (e1, "exact", "repeat", 1, "suppressed"),
+        (e1, "exact", "resolve", 0, "pending"), (e2, "exact", "trigger", 0, "suppressed"),
+        (e2, "exact", "resolve", 0, "pending")])
+    assert [r["id"] for r in rows] == sorted((r["id"] for r in rows), reverse=True)  # newest first
+    table = _monitor(db, "alerts", "list", env=_env(COLUMNS="200", NO_COLOR="1")).stdout
+    repeat = next(line for line in table.splitlines() if "repeat" in line)
+    assert f" {e1} " in repeat and "repeat 1" in repeat and "suppressed" in repeat
+    suppressed = json.loads(_monitor(db, "--json", "alerts", "list", "--status", "suppressed",
+                                     env=_env()).stdout)
+    assert {(r["subject"], r["action"]) for r in suppressed} == {(e1, "repeat"), (e2, "trigger")}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("alerts", "conditions", "--state", "burning"),
+     "--state 'burning': must be one of pending, firing, resolved"),
+    (("alerts", "list", "--status", "lost"),
+     "--status 'lost': must be one of pending, delivered, failed, suppressed"),
+])
+def test_a_bad_state_or_status_is_one_line(tmp_path, args, needle):
+    r = _monitor(tmp_path / "r.db", *args, env=_env())
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("setup,needle", [
