@@ -120,20 +120,24 @@ AlertKind = Literal["exact", "repackaged", "derivative", "source_unreachable", "
 Channel = Literal["slack", "pagerduty", "log"]
 
 
+_SEVERITY = {"exact": "critical", "repackaged": "critical", "derivative": "warning",
+             "source_unreachable": "error", "scope_failing": "warning"}
+_REPEAT_EVERY_H = {"exact": 24.0, "repackaged": 24.0, "derivative": 72.0,
+                   "source_unreachable": 24.0, "scope_failing": 0.0}
+
+
 class AlertSettings(_Section):
     """[alerts]: where each verdict is sent and how hard; secrets come from read_secret
     (SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY)."""
 
+    # The whole routing table: a kind left out is sent nowhere (so a route can be switched off).
     routes: dict[AlertKind, list[Channel]] = {
         "exact": ["pagerduty", "slack"], "repackaged": ["pagerduty", "slack"],
         "derivative": ["slack"], "source_unreachable": ["slack"], "scope_failing": ["slack"]}
-    severity: dict[AlertKind, Literal["critical", "error", "warning", "info"]] = {
-        "exact": "critical", "repackaged": "critical", "derivative": "warning",
-        "source_unreachable": "error", "scope_failing": "warning"}
+    # Per kind, over the defaults: naming one kind leaves the others as they were.
+    severity: dict[AlertKind, Literal["critical", "error", "warning", "info"]] = _SEVERITY
     # Alertmanager's repeat_interval: hours before an open, unacknowledged alert is sent again.
-    repeat_every_h: dict[AlertKind, float] = {
-        "exact": 24.0, "repackaged": 24.0, "derivative": 72.0, "source_unreachable": 24.0,
-        "scope_failing": 0.0}
+    repeat_every_h: dict[AlertKind, float] = _REPEAT_EVERY_H
     # Alertmanager's `for`: failing sweeps in a row before a condition fires.
     fire_after_runs: int = Field(2, ge=1, le=1000)
     slack_channel: str = "#security-alerts"
@@ -150,7 +154,12 @@ class AlertSettings(_Section):
         for kind, hours in value.items():
             if not 0 <= hours <= 24 * 365:
                 raise ValueError(f"{kind}: hours must be between 0 (never) and 8760")
-        return value
+        return {**_REPEAT_EVERY_H, **value}
+
+    @field_validator("severity")
+    @classmethod
+    def _over_defaults(cls, value: dict[str, str]) -> dict[str, str]:
+        return {**_SEVERITY, **value}
 
     def repeat_intervals(self) -> dict[str, timedelta]:
         return {kind: timedelta(hours=h) for kind, h in self.repeat_every_h.items()}

@@ -111,3 +111,13 @@ def test_missing_systemd_credentials_and_empty_secret_files_mean_not_set(tmp_pat
     assert config.read_secret("HF_TOKEN", {**env, "HF_TOKEN_FILE": str(creds / "empty")}) is None
     with pytest.raises(ConfigError, match="HF_TOKEN_FILE"):  # a typo outside the credentials dir
         config.read_secret("HF_TOKEN", {"HF_TOKEN_FILE": str(tmp_path / "nope")})
+
+
+def test_severity_and_repeats_lie_over_the_defaults_but_routes_are_the_whole_table(tmp_path):
+    toml = tmp_path / "m.toml"
+    toml.write_text('[alerts]\nrepeat_every_h = { exact = 6.0 }\nseverity = { derivative = "info" }\n'
+                    'routes = { exact = ["log"] }\n')
+    alerts = config.load(toml, env={}).alerts
+    assert alerts.repeat_every_h["exact"] == 6.0 and alerts.repeat_every_h["source_unreachable"] == 24.0
+    assert alerts.severity["derivative"] == "info" and alerts.severity["exact"] == "critical"
+    assert alerts.routes == {"exact": ["log"]}
