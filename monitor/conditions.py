@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from monitor.alert.policy import Routes
-from monitor.records import ConditionRecord
+from monitor.records import ConditionKind, ConditionRecord
 from monitor.registry import Registry
 from monitor.registry.conditions import condition_key
 from monitor.sweep import RETRY_SCOPE, ScopeRun
 
-SOURCE_UNREACHABLE = "source_unreachable"
-SCOPE_FAILING = "scope_failing"
+SOURCE_UNREACHABLE = ConditionKind.SOURCE_UNREACHABLE.value
+SCOPE_FAILING = ConditionKind.SCOPE_FAILING.value
 
 
 @dataclass(frozen=True)

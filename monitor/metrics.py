@@ -18,11 +18,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from monitor.conditions import SCOPE_FAILING, SOURCE_UNREACHABLE
 from monitor.errors import ConfigError
-from monitor.records import ConditionState, OutboxStatus
+from monitor.records import ConditionKind, ConditionState, OutboxStatus
 
-_CONDITION_KINDS = (SOURCE_UNREACHABLE, SCOPE_FAILING)
+_CONDITION_KINDS = tuple(k.value for k in ConditionKind)
 
 
 class Metrics:

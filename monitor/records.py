@@ -204,6 +204,14 @@ class OutboxRow:
     delivered_at: str | None
 
 
+class ConditionKind(str, Enum):
+    """What the monitor raises about itself (monitor.conditions); the values are route keys in
+    [alerts], beside the verdicts. Endpoint probes will add theirs here."""
+
+    SOURCE_UNREACHABLE = "source_unreachable"  # no scope of a crawler could be listed
+    SCOPE_FAILING = "scope_failing"  # one scope's listing failed
+
+
 class ConditionState(str, Enum):
     """Alertmanager's alert states: failing, but not yet for `fire_after` runs in a row, is
     pending (no notification); firing notifies; resolved closes it (and notifies if it fired)."""

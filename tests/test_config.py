@@ -121,3 +121,13 @@ def test_severity_and_repeats_lie_over_the_defaults_but_routes_are_the_whole_tab
     assert alerts.repeat_every_h["exact"] == 6.0 and alerts.repeat_every_h["source_unreachable"] == 24.0
     assert alerts.severity["derivative"] == "info" and alerts.severity["exact"] == "critical"
     assert alerts.routes == {"exact": ["log"]}
+
+
+def test_every_verdict_and_condition_kind_can_be_routed():
+    from typing import get_args
+
+    from monitor.records import ConditionKind, Verdict
+    kinds = {v.value for v in Verdict if v is not Verdict.NONE} | {k.value for k in ConditionKind}
+    assert set(get_args(config.AlertKind)) == kinds
+    defaults = config.AlertSettings()
+    assert set(defaults.severity) == set(defaults.repeat_every_h) == set(defaults.routes) == kinds
