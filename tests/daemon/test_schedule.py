@@ -153,3 +153,32 @@ def test_a_crawler_schedule_is_a_crontab_or_an_interval(tmp_path, text, ok):
     else:
         with pytest.raises(ConfigError, match="crawlers.hf_hub.schedule"):
             config.load(toml, env={})
+
+
+def test_the_daemons_crawl_job_observes_its_source_after_each_sweep(tmp_path):
+    """The daemon path (build_jobs → crawl job), not only run-once: two refused sweeps fire
+    source_unreachable into the outbox with its route, and a sweep that lists resolves it."""
+    from monitor.sandbox.hub import HubServer
+    from monitor.schedule import build_jobs
+
+    with HubServer() as hub:
+        toml = tmp_path / "m.toml"
+        toml.write_text(f'[alerts]\nroutes = {{ source_unreachable = ["log"] }}\n'
+                        f'[crawlers.hf_hub]\n[crawlers.hf_hub.options]\nendpoint = "{hub.url}"\n'
+                        f'[crawlers.hf_hub.scopes.all]\nrecent = true\n')
+        settings = config.load(toml, env={"MONITOR_DB": str(tmp_path / "r.db")})
+        (crawl,) = [j for j in build_jobs(settings, {}, Metrics(settings.db_path))
+                    if j.id == "crawl:hf_hub"]
+        for _ in range(2):
+            hub.fail_next("/api/models", status=401, retry_after=None)
+            crawl.run(threading.Event())
+        with Registry.open(settings.db_path) as r:
+            scope, source = r.list_conditions(state="firing")  # the scope's is held back
+            assert (source.kind, source.subject, source.failures) == ("source_unreachable", "hf_hub", 2)
+            assert (scope.kind, scope.subject, scope.parent) == ("scope_failing", "hf_hub/all",
+                                                                 source.fingerprint)
+            assert [(o.channel, o.action.value) for o in r.list_outbox()] == [("log", "trigger")]
+        crawl.run(threading.Event())
+        with Registry.open(settings.db_path) as r:
+            assert r.list_conditions(state="firing") == []
+            assert [o.action.value for o in r.list_outbox()] == ["resolve", "trigger"]
