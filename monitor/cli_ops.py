@@ -77,21 +77,22 @@ def run_once(ctx: typer.Context,
         render.print_sweep(out, runs, matches)
         if delivered:
             out.print(f"alerts: delivered {delivered['delivered']}, retrying {delivered['retrying']}, "
-                      f"failed {delivered['failed']}, no notifier {delivered['no_notifier']}")
+                      f"failed {delivered['failed']}, no notifier {delivered['no_notifier']}, "
+                      f"held back {delivered['inhibited']}, reminders queued "
+                      f"{delivered['repeats_queued']}")
     if stop.is_set():
         err.print("stopped by signal: in-flight candidates were finished and recorded")
 
 
 def _deliver_after_sweep(st: State) -> dict | None:
-    """Drain the outbox once a run-once is done: a CronJob has no daemon to do it. Skipped (the
-    rows stay pending) when a daemon holds the delivery lock; a channel without its secret is
-    reported, its rows kept."""
+    """Drain the outbox once a run-once is done: a CronJob has no daemon to do it, so this is
+    also where its reminders are queued. Skipped (the rows stay pending) when a daemon holds the
+    delivery lock; a channel without its secret is reported, its rows kept. None if there was
+    nothing to do."""
     from monitor.alert.deliver import drain
     from monitor.locks import JobBusy, job_lock
     from monitor.registry.core import utc_now
 
-    if not st.registry.pending_outbox():
-        return None
     try:
         with job_lock(st.settings.db_path, "deliver"):
             report, problems = drain(st.registry, st.settings.alerts, os.environ, utc_now)
@@ -99,7 +100,8 @@ def _deliver_after_sweep(st: State) -> dict | None:
         return None
     for message in problems:
         err.print(f"warning: alerts not sent: {message}", markup=False, highlight=False)
-    return {k: v for k, v in report.__dict__.items() if k != "errors"}
+    counts = {k: v for k, v in report.__dict__.items() if k != "errors"}
+    return counts if any(counts.values()) or problems else None
 
 
 def _stop_on_signals() -> threading.Event:

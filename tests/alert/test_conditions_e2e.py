@@ -167,3 +167,29 @@ def test_a_sweep_stopped_by_a_signal_observes_nothing(deployment, hub, slack):
     assert _json(db, env, "alerts", "conditions") == []
     assert _json(db, env, "alerts", "list") == [] and slack.received == []
 
+
+
+def test_run_once_sends_the_reminders_a_cronjob_owes(deployment, hub, slack):
+    """No daemon: the CronJob's run-once is the only deliverer, so it must queue reminders even
+    when nothing else is pending."""
+    from datetime import timedelta
+
+    from monitor.records import NewEvent, Verdict
+    from monitor.registry import Registry
+    from monitor.registry.core import utc_now
+
+    db, cfg, env = deployment
+    two_days_ago = utc_now() - timedelta(days=2)
+    with Registry.open(db, clock=lambda: two_days_ago) as reg:  # found and sent two days ago
+        lm = reg.get_model("lm")
+        reg.record_event(NewEvent(lm.id, lm.name, "hf://thief/copy", Verdict.EXACT, 1.0, "high",
+                                  1e-30, {}), actor="test", channels=["slack"])
+        (trigger,) = reg.list_outbox()
+        reg.record_notification(trigger.id, {"ts": "1"})
+    cfg.write_text(cfg.read_text().replace(
+        'routes = {', 'routes = { exact = ["slack"],'))
+    report = _sweep(db, cfg, env, hub, refused=False)
+    assert (report["alerts"]["repeats_queued"], report["alerts"]["delivered"]) == (1, 1)
+    (text,) = _texts(slack)
+    assert text.startswith("still open (reminder 1): exact copy of lm found at hf://thief/copy")
+    assert _sweep(db, cfg, env, hub, refused=False)["alerts"] is None  # nothing more owed today
