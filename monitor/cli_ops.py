@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -167,7 +168,11 @@ def daemon(ctx: typer.Context) -> None:
         server.shutdown()
     if not clean:
         err.print(f"error: jobs still running after {st.settings.daemon.stop_timeout_s} s; exiting anyway")
-        raise typer.Exit(EXIT_INTERNAL)
+        # A job blocked inside a request cannot see the stop event, and a normal exit would wait
+        # for it (the interpreter joins worker threads). Every registry write is a transaction:
+        # one cut short is rolled back, and its candidate is triaged again next sweep.
+        logging.shutdown()
+        os._exit(EXIT_INTERNAL)
 
 
 @app.command()

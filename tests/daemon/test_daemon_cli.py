@@ -130,3 +130,37 @@ def test_shard_registries_fold_back_into_the_primary(deployment, hub, tmp_path):
     # The next snapshot knows what the pods triaged: a sweep of it fetches nothing new.
     after = json.loads(run_monitor("--config", cfg, "--json", "run-once", db=db).stdout)
     assert after["totals"]["new"] == 0 and after["totals"]["bytes_read"] == 0
+
+
+def test_sigterm_during_a_stuck_listing_still_exits_within_stop_timeout(deployment, hub):
+    """A job blocked inside a request (a Hub that takes 60 s to answer) cannot poll the stop
+    event; the daemon must still exit once stop_timeout_s has passed, saying so, rather than
+    wait for the job (the interpreter joins worker threads at exit)."""
+    db, cfg, port = deployment
+    cfg.write_text(cfg.read_text()
+                   .replace('schedule = "0 0 1 1 *"', 'schedule = "every 1h"\ntimeout_s = 120')
+                   .replace("[daemon]\n", "[daemon]\nstop_timeout_s = 2\njitter_s = 0\n"))
+    hub.delay_s = 60
+    proc = subprocess.Popen([MONITOR, "--db", str(db), "--config", str(cfg), "daemon"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # up; its interval job (never run) starts at once and waits on the Hub
+            try:
+                jobs = httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["jobs"]
+                break
+            except httpx2.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert jobs["crawl:hf_hub"]["next_run"] is not None
+        time.sleep(2)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3 and "jobs still running after 2" in stderr, stderr
+    assert took < 10, took
