@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -146,6 +147,7 @@ class HubServer(ServerPair):
     def __init__(self, *, page_size: int = 50, delay_s: float = 0.0) -> None:
         self.page_size = page_size
         self.delay_s = delay_s  # slept before answering any request on either server
+        self.arrived = threading.Event()  # set by the first request, before any delay
         self._repos: dict[str, _Repo] = {}
         self._blobs: dict[str, Blob] = {}  # sha256 -> content, what the CDN serves
         super().__init__()
@@ -319,6 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         hub, role = self.server.hub, self.server.role
+        hub.arrived.set()
         if hub.delay_s:
             time.sleep(hub.delay_s)
         url = urlsplit(self.path)
