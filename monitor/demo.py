@@ -5,7 +5,10 @@ nothing is downloaded at run time) in a registry of its own, makes the copies a 
 publish plus an independently initialised model of the same architecture, scans each one and
 prints the verdicts next to what they should be. Then it publishes the same files on a local
 Hub (monitor/sandbox/hub.py, on 127.0.0.1) and sweeps it with the hf_hub crawler through the
-real huggingface_hub client, as the daemon sweeps the real Hub: verdicts and bytes read.
+real huggingface_hub client, as the daemon sweeps the real Hub: verdicts and bytes read. Last,
+the sweep's matches are delivered with the default routes through the real slack-sdk and
+python-pagerduty clients to local Slack and PagerDuty stand-ins, and acknowledging the exact
+copy acknowledges its incident.
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def run(state: State, out: Console, workdir: Path | None) -> None:
                           "yes" if verdict == s.expected else "[red]NO[/]")
         out.print(table)
         wrong += crawl_local_hub(registry, suspects, state, out)
+        wrong += page_locally(registry, root, out)
         events = registry.list_events()
     out.print(f"{len(events)} detection events recorded; files in {root}; "
               f"{time.monotonic() - started:.1f} s")
@@ -126,6 +130,8 @@ def crawl_local_hub(registry: Registry, suspects: list[Suspect], state: State, o
 
     from crawlers.base import CrawlContext
     from crawlers.hf_hub import HfHubCrawler, HubOptions
+    from monitor.alert.policy import Routes
+    from monitor.config import AlertSettings
     from monitor.owned import OwnedModels
     from monitor.sandbox.blobs import FileBlob
     from monitor.sandbox.hub import HubServer
@@ -142,7 +148,7 @@ def crawl_local_hub(registry: Registry, suspects: list[Suspect], state: State, o
         crawler = HfHubCrawler(HubOptions(endpoint=hub.url), CrawlContext(timeout_s=30, concurrency=4))
         try:
             sweep = Sweep(registry, crawler, OwnedModels.load(registry), state.thresholds,
-                          actor="demo", concurrency=4)
+                          actor="demo", concurrency=4, channels=Routes.from_settings(AlertSettings()))
             scope = HfHubCrawler.scope("demo", {"recent": True})
             (run,) = sweep.run({"demo": scope})
         finally:
@@ -162,3 +168,53 @@ def crawl_local_hub(registry: Registry, suspects: list[Suspect], state: State, o
     out.print(f"swept {run.seen} repos: {run.matched} matched, {run.skipped} skipped, "
               f"{run.bytes_read:,} weight bytes read")
     return wrong
+
+
+def page_locally(registry: Registry, root: Path, out: Console) -> int:
+    """Deliver the Hub sweep's alerts to local Slack and PagerDuty stand-ins (the default routes:
+    exact → PagerDuty and Slack, derivative → Slack), acknowledge the exact copy, deliver again;
+    returns 1 if what the stand-ins received is not that."""
+    from slack_sdk import WebClient
+
+    from monitor.alert import pagerduty
+    from monitor.alert.deliver import deliver_due
+    from monitor.alert.slack import SlackNotifier
+    from monitor.records import EventStatus
+    from monitor.registry.core import utc_now
+    from monitor.sandbox.pagerduty import PagerDutyServer, self_signed, trust
+    from monitor.sandbox.slack import SlackServer
+
+    cert, key = self_signed(root)
+    with SlackServer(token="xoxb-demo") as slack, PagerDutyServer(cert, key) as pd:
+        notifiers = {
+            "slack": SlackNotifier(WebClient(token="xoxb-demo", base_url=slack.api_url,
+                                             retry_handlers=[], timeout=10), "#alerts"),
+            "pagerduty": pagerduty.PagerDutyNotifier(pagerduty.client(
+                "R" * 32, base_url=pd.url, timeout_s=10, verify=trust(cert)),
+                {"exact": "critical", "repackaged": "critical"})}
+        try:
+            first = deliver_due(registry, notifiers, utc_now)
+            exact = [e for e in registry.list_events() if e.location.startswith("hf://")
+                     and e.verdict.value == "exact"]
+            for event in exact:
+                registry.set_event_status(event.id, EventStatus.INVESTIGATING, actor="demo")
+            second = deliver_due(registry, notifiers, utc_now)
+        finally:
+            for n in notifiers.values():
+                n.close()
+        texts = [m["text"] for m in slack.messages()]
+        incidents = list(pd.incidents.values())
+    table = Table("channel", "received", title="Alerts for the sweep, delivered to local "
+                  "stand-ins (default routes), then the exact copy acknowledged")
+    for text in texts:
+        table.add_row("slack", text)
+    for incident in incidents:
+        table.add_row("pagerduty", f"incident {incident.status}: {' → '.join(incident.events)}")
+    out.print(table)
+    out.print(f"delivered {first.delivered} alerts, then {second.delivered} acknowledgements")
+    ok = (len(texts) == 5 and sum(t.startswith("acknowledged") for t in texts) == 1
+          and [(i.status, i.events) for i in incidents] == [("acknowledged", ["trigger", "acknowledge"])])
+    if not ok:
+        out.print("[red]the stand-ins did not receive one page and four Slack alerts, then one "
+                  "acknowledgement on each[/]")
+    return 0 if ok else 1
