@@ -1,9 +1,9 @@
 """The alert outbox and the notification log: what is owed to each channel, what it accepted.
 
-One outbox row is one notification (trigger, repeat or resolve) about one subject — an event or
-a condition — for one channel, written in the transaction of the change that caused it. What a
-channel accepted goes to the notification log in the transaction that marks the row delivered;
-the deliverer checks the log before sending (Alertmanager's notification log).
+One outbox row is one notification (trigger, acknowledge, repeat or resolve) about one subject —
+an event or a condition — for one channel, written in the transaction of the change that caused
+it. What a channel accepted goes to the notification log in the transaction that marks the row
+delivered; the deliverer checks the log before sending (Alertmanager's notification log).
 
 Closing a subject queues a resolve row for every channel that was sent a trigger, and
 suppresses what it had not sent yet; acknowledging one queues an acknowledge the same way and
