@@ -127,8 +127,9 @@ _REPEAT_EVERY_H = {"exact": 24.0, "repackaged": 24.0, "derivative": 72.0,
 
 
 class AlertSettings(_Section):
-    """[alerts]: where each verdict is sent and how hard; secrets come from read_secret
-    (SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY)."""
+    """[alerts]: where each kind of alert (a verdict, a condition) is sent, how hard, how often
+    again, and when a condition fires; secrets come from read_secret (SLACK_WEBHOOK_URL or
+    SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY)."""
 
     # The whole routing table: a kind left out is sent nowhere (so a route can be switched off).
     routes: dict[AlertKind, list[Channel]] = {
