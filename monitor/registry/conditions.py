@@ -13,20 +13,19 @@ not once per scope). They go out if the child still fires when the parent clears
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.errors import NotFoundError
 from monitor.records import AlertAction, ConditionRecord, ConditionState
-from monitor.registry.core import operation
+from monitor.registry.core import operation, stable_key
 from monitor.registry.outbox import OutboxStore, Subject, close, due_repeats, queue
 
 
 def condition_key(kind: str, subject: str) -> str:
     """Stable per (kind, subject): the condition's fingerprint and PagerDuty dedup_key."""
-    return hashlib.sha256(f"condition\n{kind}\n{subject}".encode()).hexdigest()[:32]
+    return stable_key("condition", kind, subject)
 
 
 def _condition(row: dict[str, Any]) -> ConditionRecord:

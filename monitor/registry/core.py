@@ -7,6 +7,7 @@ registry method is wrapped by `operation`, so callers only ever see the monitor'
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import numbers
 import sqlite3
@@ -60,6 +61,12 @@ def _json_default(value: object) -> object:
     if callable(getattr(value, "tolist", None)):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def stable_key(*parts: str) -> str:
+    """A short fingerprint of `parts` that never changes between versions: alerts' dedup_keys
+    (PagerDuty folds triggers with the same key into one incident, across pods and restarts)."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def dumps(value: object) -> str:

@@ -12,7 +12,6 @@ resolve (outbox.close) — each in the transaction of the status change.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from typing import Any
 
 from monitor.errors import InputError, NotFoundError
 from monitor.records import AlertAction, EventRecord, EventStatus, NewEvent, Sightings, Verdict
-from monitor.registry.core import dumps, operation
+from monitor.registry.core import dumps, operation, stable_key
 from monitor.registry.outbox import OutboxStore, Subject, acknowledge, close, due_repeats, queue
 
 _EVENT_COLUMNS = ("id, model_id, model_name, location, verdict, score, confidence, p_value, "
@@ -29,7 +28,7 @@ _EVENT_COLUMNS = ("id, model_id, model_name, location, verdict, score, confidenc
 
 def dedup_key(model_name: str, location: str) -> str:
     """Same for every detection of one model at one location."""
-    return hashlib.sha256(f"{model_name}\n{location}".encode()).hexdigest()[:32]
+    return stable_key(model_name, location)
 
 
 def _event(row: dict[str, Any]) -> EventRecord:
@@ -148,13 +147,13 @@ class EventStore(OutboxStore):
             detail = {"from": before.status.value, "to": status.value, "note": note}
             subject = Subject("event_id", event_id)
             if status in CLOSED and before.status not in CLOSED:
-                detail["resolve_channels"] = close(db, self._now(), subject,
-                                                   self._event_payload(event_id),
-                                                   dedup_key=self._event_key(event_id))
+                payload = self._event_payload(event_id)
+                detail["resolve_channels"] = close(db, self._now(), subject, payload,
+                                                   dedup_key=payload["dedup_key"])
             elif before.status is EventStatus.NEW and status is not EventStatus.NEW:
-                detail["acknowledge_channels"] = acknowledge(db, self._now(), subject,
-                                                             self._event_payload(event_id),
-                                                             dedup_key=self._event_key(event_id))
+                payload = self._event_payload(event_id)
+                detail["acknowledge_channels"] = acknowledge(db, self._now(), subject, payload,
+                                                             dedup_key=payload["dedup_key"])
             self._append_audit(db, actor=actor, action="event.status", subject=f"event:{event_id}",
                                detail=detail)
             return self.get_event(event_id)
@@ -179,6 +178,3 @@ class EventStore(OutboxStore):
             [event_id]).fetchone()
         return {**dataclasses.asdict(record), "dedup_key": key, "sightings": sightings,
                 "last_seen_at": last_seen}
-
-    def _event_key(self, event_id: int) -> str:
-        return self._db.execute("SELECT dedup_key FROM events WHERE id = ?", [event_id]).fetchone()[0]
